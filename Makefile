@@ -1,0 +1,32 @@
+# `make demo` and `make test` each work on a fresh clone: they create .venv, install, and run.
+PYTHON ?= python3
+VENV ?= .venv
+# torch/torchvision pinned as a pair (torchvision pins torch); override for other machines:
+#   make test TORCH_SPEC="torch==2.9.1 torchvision==0.24.1"
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+EXTRAS ?= test
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.fgbench-installed
+
+.PHONY: demo test install clean-results
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): setup.cfg pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]" $(TORCH_SPEC)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/python bench.py --methods all --datasets demo --seeds 0,1 --preset tiny
+	$(BIN)/python bench.py report
+
+test: install
+	$(BIN)/python -m pytest -q
+
+clean-results:
+	rm -rf results/runs results/leaderboard*.csv results/leaderboard.md

@@ -1,0 +1,62 @@
+"""Command line: `bench.py [run] ...`, `bench.py list`, `bench.py report`, ...
+
+Each subcommand lives in `bench/commands/<name>.py` with `add_arguments(parser)` and
+`run(args) -> int`; `COMMANDS` lists them. Bad input (unknown names, malformed flags, missing
+datasets) prints one line and exits with status 2. A run exits 0 when every cell of its matrix
+has an ok record, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from bench.errors import UsageError, one_line
+
+# name -> (module under bench.commands, help); the first is the default command
+COMMANDS = {
+    "run": "run a benchmark matrix (the default command)",
+    "list": "methods (with variants and options) and datasets (with aliases)",
+    "report": "rebuild leaderboard tables from the records",
+}
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that raises UsageError (one line, exit 2) instead of printing usage and exiting."""
+
+    def error(self, message: str):  # noqa: D102
+        raise UsageError(message)
+
+
+def command_module(name: str):
+    return importlib.import_module(f"bench.commands.{name}")
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="bench.py", description="fgbench: fine-grained ViT methods, benchmarked honestly.")
+    sub = parser.add_subparsers(dest="command", parser_class=ArgumentParser)
+    for name, help_text in COMMANDS.items():
+        command_module(name).add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    argv = list(argv)
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
+        argv = ["run", *argv]
+    return build_parser().parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = parse_args(argv)
+        return command_module(args.command).run(args)
+    except UsageError as exc:
+        print(f"bench.py: error: {one_line(str(exc))}", file=sys.stderr)
+        return exc.exit_status
+    except KeyboardInterrupt:
+        print("bench.py: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,48 @@
+"""Arguments and parsing shared by several subcommands."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bench.errors import UsageError
+
+PRECISIONS = ("no", "fp16", "bf16")
+
+
+def add_results_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--results-dir", type=Path, default=Path("results"), help="records and tables (default: results)")
+
+
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--data-root", type=Path, default=Path("data"), help="folder holding the datasets (default: data)")
+    g.add_argument("--data-path", action="append", default=[], metavar="NAME=DIR",
+                   help="exact folder of one dataset, overriding the search under --data-root (repeatable)")
+
+
+def data_options(args: argparse.Namespace) -> dict[str, dict]:
+    """`--data-path name=DIR` flags -> {canonical dataset name: {"path": DIR}}."""
+    from bench.data import get_card
+    from bench.recipe import parse_assignments
+
+    out: dict[str, dict] = {}
+    for name, path in parse_assignments(args.data_path, "--data-path").items():
+        out.setdefault(get_card(name).name, {})["path"] = str(path)
+    return out
+
+
+def method_specs(spec: str):
+    """`--methods` -> [(adapter, variant or None)], `all` expanded, duplicates dropped."""
+    from methods import method_names, parse_method_spec
+
+    items = [s.strip() for s in spec.split(",") if s.strip()]
+    if not items:
+        raise UsageError("--methods is empty; give a comma list of methods or 'all'")
+    out = []
+    for item in items:
+        for one in (method_names(only_in_all=True) if item == "all" else [item]):
+            adapter, variant = parse_method_spec(one)
+            if all((a.name, v) != (adapter.name, variant) for a, v in out):
+                out.append((adapter, variant))
+    return out

@@ -1,0 +1,181 @@
+"""The benchmark matrix: methods x datasets x seeds expanded into cells with stable ids.
+
+A cell's id is a hash of its canonical configuration: everything that changes what the run
+learns or measures (method, variant and options, dataset, seed, preset, backbone, resolved recipe,
+precision, strategy, world size) and nothing that does not (results folder, data folder, loader
+workers, progress bars). The same configuration gives the same id in any process, in any order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from bench import records
+from bench.errors import UsageError
+from bench.recipe import Recipe, resolve_recipe
+from methods.backbone import BackboneConfig
+
+
+def canonical_hash(payload: Mapping[str, Any], length: int = 16) -> str:
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+@dataclass
+class Cell:
+    method: str
+    variant: str | None
+    dataset: str
+    seed: int
+    preset: str
+    precision: str
+    strategy: str
+    world_size: int
+    recipe: Recipe
+    backbone: BackboneConfig
+    options: dict[str, Any] = field(default_factory=dict)
+    recipe_sources: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def method_label(self) -> str:
+        return f"{self.method}:{self.variant}" if self.variant else self.method
+
+    def identity(self, with_seed: bool = True) -> dict[str, Any]:
+        ident = {
+            "method": self.method,
+            "variant": self.variant,
+            "options": self.options,
+            "dataset": self.dataset,
+            "preset": self.preset,
+            "backbone": asdict(self.backbone),
+            "recipe": self.recipe.to_dict(),
+            "precision": self.precision,
+            "strategy": self.strategy,
+            "world_size": self.world_size,
+        }
+        if with_seed:
+            ident["seed"] = self.seed
+        return ident
+
+    @property
+    def cell_id(self) -> str:
+        return canonical_hash(self.identity())
+
+    @property
+    def setting_id(self) -> str:
+        """Same as cell_id but without the seed: the cells that form one leaderboard row."""
+        return canonical_hash(self.identity(with_seed=False))
+
+    def record_path(self, results_dir: Path) -> Path:
+        return records.record_path(results_dir, self.dataset, self.method_label, self.seed, self.cell_id)
+
+    def describe(self) -> str:
+        return f"{self.method_label} on {self.dataset} seed {self.seed}"
+
+
+def parse_seeds(spec: str) -> list[int]:
+    """`0,1,2` or a range `0-4` (inclusive), or a mix."""
+    seeds: list[int] = []
+    for part in (p.strip() for p in str(spec).split(",")):
+        if not part:
+            continue
+        try:
+            if "-" in part:
+                lo, hi = part.split("-", 1)
+                seeds.extend(range(int(lo), int(hi) + 1))
+            else:
+                seeds.append(int(part))
+        except ValueError:
+            raise UsageError(f"--seeds expects integers like 0,1,2 or 0-4, got {spec!r}") from None
+    if not seeds:
+        raise UsageError("--seeds is empty; give integers like 0,1,2")
+    if any(s < 0 for s in seeds):
+        raise UsageError(f"--seeds must be non-negative, got {spec!r}")
+    return list(dict.fromkeys(seeds))
+
+
+def build_cells(
+    method_specs: list[tuple[Any, str | None]],
+    datasets: list[str],
+    seeds: list[int],
+    preset_name: str,
+    precision: str,
+    strategy: str,
+    world_size: int,
+    recipe_overrides: Mapping[str, Any],
+    option_overrides: Mapping[str, Any],
+) -> list[Cell]:
+    """Expand the matrix (method-major, then dataset, then seed) with fully resolved configs."""
+    from bench.data import get_card
+    from bench.presets import get_preset
+
+    preset = get_preset(preset_name)
+    cells: list[Cell] = []
+    for adapter, variant in method_specs:
+        options = adapter.resolve_options(variant, _options_for(adapter, option_overrides, method_specs))
+        for dataset in datasets:
+            card = get_card(dataset)
+            recipe, sources = resolve_recipe(
+                [
+                    (f"method {adapter.name}", adapter.recipe),
+                    *card.recipe_layers(adapter.recipe_family),
+                    (f"preset {preset.name}", preset.recipe),
+                    card.preset_layer(preset.name),
+                    ("command line", recipe_overrides),
+                ]
+            )
+            backbone = BackboneConfig(img_size=recipe.img_size, **preset.backbone)
+            adapter.check_backbone(backbone)
+            for seed in seeds:
+                cells.append(Cell(adapter.name, variant, card.name, seed, preset.name, precision, strategy,
+                                  world_size, recipe, backbone, options, sources))
+    return cells
+
+
+def _options_for(adapter, overrides: Mapping[str, Any], method_specs) -> dict[str, Any]:
+    """`--opt key=value` applies to every method that has `key`; `--opt method.key=value` to one."""
+    mine: dict[str, Any] = {}
+    for key, value in overrides.items():
+        scope, dot, name = key.rpartition(".")
+        if dot and scope == adapter.name:
+            mine[name] = value
+        elif not dot and key in adapter.options:
+            mine[key] = value
+    return mine
+
+
+def check_option_overrides(method_specs, overrides: Mapping[str, Any]) -> None:
+    """Every `--opt` must apply to at least one selected method."""
+    for key in overrides:
+        scope, dot, name = key.rpartition(".")
+        if dot:
+            if not any(a.name == scope for a, _ in method_specs):
+                raise UsageError(f"--opt {key}: method {scope!r} is not among --methods")
+            if not any(a.name == scope and name in a.options for a, _ in method_specs):
+                adapter = next(a for a, _ in method_specs if a.name == scope)
+                raise UsageError(f"--opt {key}: {scope!r} has no option {name!r}; options: {', '.join(adapter.options) or 'none'}")
+        elif not any(key in a.options for a, _ in method_specs):
+            raise UsageError(f"--opt {key}: no selected method has this option (use `bench.py list` to see options)")
+
+
+def pending_cells(cells: list[Cell], results_dir: Path, rerun: str) -> tuple[list[Cell], dict[str, dict]]:
+    """Cells still to run, and the existing records of the ones skipped (resume).
+
+    rerun: "none" keeps every finished record; "failed" re-runs cells whose record is not ok;
+    "all" re-runs everything.
+    """
+    todo: list[Cell] = []
+    done: dict[str, dict] = {}
+    for cell in cells:
+        record = records.read_record(cell.record_path(results_dir))
+        if record is None or record.get("cell_id") != cell.cell_id or rerun == "all":
+            todo.append(cell)
+        elif rerun == "failed" and record["status"] != "ok":
+            todo.append(cell)
+        else:
+            done[cell.cell_id] = record
+    return todo, done

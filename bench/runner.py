@@ -1,0 +1,304 @@
+"""Run one cell on accelerate: data, model, training loop, evaluation, record.
+
+The runner is method-agnostic: it builds the adapter's module, calls
+`model(images, targets)` for the loss and `model(images)` for logits (see `methods.base`), and
+measures. Any exception inside a cell becomes a record with status failed/oom/diverged; the
+caller goes on with the next cell.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+import traceback
+import uuid
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import gather_object, set_seed
+from tqdm.auto import tqdm
+
+from bench import records
+from bench.data import check_files, get_card, open_dataset
+from bench.data.cache import resized_images
+from bench.envinfo import environment
+from bench.errors import Diverged, one_line
+from bench.loaders import build_loaders, forever
+from bench.matrix import Cell
+from bench.meters import PeakMemory, StepTimer
+from bench.optim import build_optimizer
+from bench.schedule import build_scheduler
+from methods import get_method
+
+LOG_EVERY = 10  # steps between host syncs (loss readout, divergence check across ranks)
+
+
+@dataclass
+class RunContext:
+    accelerator: Accelerator
+    data_root: Path
+    results_dir: Path
+    workers: int = 0
+    progress: bool = True
+    data_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cache_dir: Path | None = None  # decode-and-resize cache; None reads images every time
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def classify_failure(exc: BaseException) -> str:
+    if isinstance(exc, Diverged):
+        return "diverged"
+    if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
+        return "oom"
+    return "failed"
+
+
+def base_record(cell: Cell, ctx: RunContext) -> dict[str, Any]:
+    acc = ctx.accelerator
+    recipe = cell.recipe
+    previous = records.read_record(cell.record_path(ctx.results_dir))
+    return {
+        "schema_version": records.SCHEMA_VERSION,
+        "cell_id": cell.cell_id,
+        "setting_id": cell.setting_id,
+        "run_id": uuid.uuid4().hex,
+        "attempt": (previous or {}).get("attempt", 0) + 1,
+        "status": "failed",
+        "error": None,
+        "method": cell.method,
+        "variant": cell.variant,
+        "method_label": cell.method_label,
+        "dataset": cell.dataset,
+        "seed": cell.seed,
+        "preset": cell.preset,
+        "precision": cell.precision,
+        "strategy": cell.strategy,
+        "world_size": cell.world_size,
+        "img_size": recipe.img_size,
+        "resize_size": recipe.resize_size,
+        "per_device_batch": recipe.batch_size,
+        "grad_accum": recipe.grad_accum,
+        "global_batch": recipe.batch_size * cell.world_size * recipe.grad_accum,
+        "steps": recipe.steps,
+        "lr": recipe.lr,
+        "options": cell.options,
+        "recipe": recipe.to_dict(),
+        "recipe_sources": cell.recipe_sources,
+        "backbone": asdict(cell.backbone),
+        "distributed": {
+            "distributed_type": str(acc.distributed_type),
+            "num_processes": acc.num_processes,
+            "mixed_precision": acc.mixed_precision,
+        },
+        "env": environment(acc.device),
+        "time": {"start_utc": utc_now()},
+    }
+
+
+def run_cell(cell: Cell, ctx: RunContext) -> dict[str, Any]:
+    """Train and evaluate one cell; return its record (written by the main process)."""
+    acc = ctx.accelerator
+    record = base_record(cell, ctx)
+    started = time.perf_counter()
+    try:
+        result = train_and_evaluate(cell, ctx)
+        record["time"].update(result.pop("time_split"))
+        record.update(result)
+        record["status"] = "ok"
+    except Exception as exc:  # a failing cell is recorded; the matrix goes on
+        record["status"] = classify_failure(exc)
+        record["error"] = one_line(f"{type(exc).__name__}: {exc}")
+        record["traceback"] = traceback.format_exc(limit=12)[-4000:]
+    finally:
+        acc.free_memory()
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    record["time"].update(end_utc=utc_now(), wall_s=time.perf_counter() - started)
+    if acc.is_main_process:
+        records.write_record(cell.record_path(ctx.results_dir), record)
+    acc.wait_for_everyone()
+    return record
+
+
+def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
+    acc = ctx.accelerator
+    recipe = cell.recipe
+    started = time.perf_counter()
+    set_seed(cell.seed)
+
+    card = get_card(cell.dataset)
+    data = open_dataset(card, ctx.data_root, ctx.data_options.get(card.name))
+    check_files(data)
+    adapter = get_method(cell.method)
+    model = adapter.build(card.num_classes, cell.backbone, cell.options, recipe)
+    n_params = sum(p.numel() for p in model.parameters())
+    optimizer = build_optimizer(adapter.param_groups(model, recipe), recipe)
+    scheduler = build_scheduler(optimizer, recipe)
+    resized = cached_splits(data, recipe, ctx)
+    train_loader, test_loader = build_loaders(data, recipe, cell.seed, ctx.workers, acc.device, resized)
+
+    memory = PeakMemory(acc.device).start()
+    model, optimizer, train_loader, test_loader = acc.prepare(model, optimizer, train_loader, test_loader)
+    acc.gradient_accumulation_steps = recipe.grad_accum
+    acc.gradient_state.plugin_kwargs.update({"sync_with_dataloader": False})
+
+    step_samples = recipe.batch_size * acc.num_processes * recipe.grad_accum
+    train_timer = StepTimer(acc.device, warmup=min(10, recipe.steps // 5))
+    eval_timer = StepTimer(acc.device, warmup=0)
+    batches = forever(train_loader)
+    nonfinite = torch.zeros((), device=acc.device)
+    loss_sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=acc.device))
+    loss_count = 0
+    last_losses: dict[str, float] = {}
+    curve: list[dict[str, Any]] = []
+    init_s = time.perf_counter() - started
+
+    bar = tqdm(total=recipe.steps, desc=f"  {cell.describe()}", leave=False, dynamic_ncols=True,
+               disable=not (ctx.progress and acc.is_main_process), mininterval=0.5)
+    try:
+        model.train()
+        train_timer.start()
+        for step in range(1, recipe.steps + 1):
+            for _ in range(recipe.grad_accum):
+                images, targets = next(batches)
+                with acc.accumulate(model):
+                    out = model(images, targets)
+                    loss = out["loss"]
+                    acc.backward(loss)
+                    if acc.sync_gradients and recipe.clip_grad > 0:
+                        acc.clip_grad_norm_(model.parameters(), recipe.clip_grad)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                detached = loss.detach().float()
+                nonfinite += (~torch.isfinite(detached)).float()
+                for name, value in out["losses"].items():
+                    loss_sums[name] += value.detach().float()
+                loss_count += 1
+            scheduler.step()
+            train_timer.mark(step_samples)
+            bar.update(1)
+
+            if step % LOG_EVERY == 0 or step == recipe.steps:  # the only host syncs of the loop
+                if acc.reduce(nonfinite.clone(), reduction="sum").item() > 0:
+                    raise Diverged(f"non-finite training loss by step {step}")
+                last_losses = {k: (v / loss_count).item() for k, v in loss_sums.items()}
+                loss_sums.clear()
+                loss_count = 0
+                bar.set_postfix(loss=f"{sum(last_losses.values()):.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+
+            if step % recipe.eval_every == 0 or step == recipe.steps:
+                result = evaluate(model, test_loader, acc, eval_timer, expected=len(data.test),
+                                  num_classes=card.num_classes)
+                curve.append({"step": step, **result, "train_losses": dict(last_losses)})
+                bar.set_postfix(loss=f"{sum(last_losses.values()):.3f}", top1=f"{result['top1']:.1f}")
+                model.train()
+                train_timer.resume()
+    finally:
+        bar.close()
+    train_s = time.perf_counter() - started - init_s
+    peak = memory.stop()
+
+    final = curve[-1]
+    best = max(curve, key=lambda point: point["top1"])
+    ranks = gather_object([asdict(peak)])
+    speed = {**train_timer.summary("train"), **eval_timer.summary("eval")}
+    return {
+        "accuracy": {
+            "top1_last": final["top1"],
+            "top5_last": final["top5"],
+            "eval_loss_last": final["loss"],
+            "views_last": final.get("views", {}),
+            "n_evaluated": final["n"],
+            "n_test": len(data.test),
+            "top1_best_optimistic": best["top1"],  # selected on the test split: optimistic by design
+            "best_step_optimistic": best["step"],
+            "curve": curve,
+        },
+        "train": {"losses_last": last_losses, "loss_last": sum(last_losses.values()) if last_losses else None},
+        "speed": speed,
+        "memory": _memory_block(ranks),
+        "cost": {"params": n_params, "params_m": n_params / 1e6},
+        "data": {
+            "root": str(data.root),
+            "n_train": len(data.train),
+            "n_test": len(data.test),
+            "n_classes": card.num_classes,
+            "split_hashes": data.hashes(),
+        },
+        "time_split": {"init_s": init_s, "train_s": train_s},
+    }
+
+
+def cached_splits(data, recipe, ctx: RunContext) -> dict | None:
+    """Build (main process) then open (every process) the decode-and-resize cache of train and test."""
+    if ctx.cache_dir is None or data.loader is not None:
+        return None
+    acc = ctx.accelerator
+    if acc.is_main_process:
+        for name in ("train", "test"):
+            resized_images(data.splits[name], recipe.resize_size, ctx.cache_dir, data.name, ctx.progress)
+    acc.wait_for_everyone()
+    return {name: resized_images(data.splits[name], recipe.resize_size, ctx.cache_dir, data.name, False)
+            for name in ("train", "test")}
+
+
+def _memory_block(ranks: list[dict[str, float | None]]) -> dict[str, Any]:
+    def column(key):
+        values = [r[key] for r in ranks]
+        return values if any(v is not None for v in values) else None
+
+    allocated, reserved, rss = column("allocated_mb"), column("reserved_mb"), column("rss_mb")
+    return {
+        "peak_allocated_mb": allocated,
+        "peak_reserved_mb": reserved,
+        "peak_rss_mb": rss,
+        "peak_allocated_mb_max": max(allocated) if allocated else None,
+        "peak_reserved_mb_max": max(reserved) if reserved else None,
+        "peak_rss_mb_max": max(rss) if rss else None,
+    }
+
+
+@torch.no_grad()
+def evaluate(model, loader, acc: Accelerator, timer: StepTimer, expected: int, num_classes: int) -> dict[str, Any]:
+    """Top-1/top-5 (percent) over the whole test split, sharded over ranks, counted exactly.
+
+    `gather_for_metrics` drops the samples a distributed sampler repeats to even out the last
+    batch; the count must equal the split size or the evaluation is wrong and the cell fails.
+    """
+    model.eval()
+    k = min(5, num_classes)
+    correct: dict[str, list[torch.Tensor]] = {}
+    loss_sum = torch.zeros((), device=acc.device, dtype=torch.float64)
+    count = 0
+    timer.resume()
+    for index, (images, targets) in enumerate(loader):
+        out = model(images)
+        views = {"main": out["logits"], **out.get("views", {})}
+        topk = {name: logits.float().topk(k, dim=1).indices for name, logits in views.items()}
+        losses = F.cross_entropy(out["logits"].float(), targets, reduction="none")
+        topk, targets, losses = acc.gather_for_metrics((topk, targets, losses))
+        for name, idx in topk.items():
+            hits = idx == targets[:, None]
+            pair = correct.setdefault(name, [torch.zeros((), device=acc.device, dtype=torch.long)] * 2)
+            correct[name] = [pair[0] + hits[:, 0].sum(), pair[1] + hits.any(dim=1).sum()]
+        loss_sum += losses.double().sum()
+        count += len(targets)
+        timer.mark(len(targets), timed=index > 0)
+    if count != expected:
+        raise RuntimeError(f"evaluated {count} test samples but the test split has {expected}")
+    scores = {name: (100.0 * c1.item() / count, 100.0 * c5.item() / count) for name, (c1, c5) in correct.items()}
+    top1, top5 = scores.pop("main")
+    result = {"top1": top1, "top5": top5, "loss": loss_sum.item() / count, "n": count}
+    if scores:
+        result["views"] = {name: {"top1": a, "top5": b} for name, (a, b) in scores.items()}
+    return result

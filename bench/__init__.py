@@ -1,3 +1,5 @@
 """fgbench: a benchmark harness for fine-grained visual categorization transformers."""
 
-__version__ = "0.1.0"
+from pathlib import Path
+
+__version__ = (Path(__file__).with_name("VERSION")).read_text().strip()

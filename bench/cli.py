@@ -46,7 +46,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     argv = list(argv)
     if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
         argv = ["run", *argv]
-    return build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
+    args.raw_argv = argv[1:]  # the subcommand's own flags, for re-launching workers with them
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:

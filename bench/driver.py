@@ -1,17 +1,20 @@
-"""Drive a matrix in this process (or in each process of an `accelerate launch`).
+"""Drive a matrix: in this process group, or as a pool of worker processes.
 
-One Accelerator per process (accelerate's state is a process-wide singleton); cells run one after
-another in it. The main process decides which cells are pending (resume) and broadcasts that
-decision, so every rank runs the same cells in the same order.
+In-process: one Accelerator per process (accelerate's state is a process-wide singleton), cells
+run one after another in it. The main process decides which cells are pending (resume) and
+broadcasts the decision, so every rank runs the same cells in the same order. This is the mode
+under `accelerate launch`/torchrun (`--parallel data`), and of a plain `python bench.py` whose
+cells all fit one process. Everything else (`--parallel cells`, a world-size axis, DeepSpeed
+cells with different engine configs) goes to `bench.pool`.
 """
 
 from __future__ import annotations
 
+import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 from tqdm.auto import tqdm
@@ -22,14 +25,20 @@ from bench.errors import UsageError
 from bench.matrix import Cell, pending_cells
 from bench.report import leaderboard, render_markdown, runs_frame
 from bench.runner import RunContext, run_cell
+from bench.signals import StopRequest
+from bench.strategy import deepspeed_config, is_deepspeed, make_accelerator, process_key
 
 
-def make_accelerator(precision: str | None) -> Accelerator:
-    """`Accelerator(cpu=True)` without CUDA (gloo ranks under `accelerate launch`), else the GPUs."""
-    try:
-        return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision)
-    except (ValueError, RuntimeError) as exc:
-        raise UsageError(f"--precision {precision}: {' '.join(str(exc).split())}") from None
+def launched_world_size() -> int | None:
+    """The world size when started by torchrun/accelerate launch (they export WORLD_SIZE), else None."""
+    value = os.environ.get("WORLD_SIZE")
+    return int(value) if value and value.isdigit() else None
+
+
+def accelerator_for(cell: Cell) -> Accelerator:
+    ds = (deepspeed_config(cell.strategy, cell.strategy_config, cell.recipe, cell.precision, cell.world_size)
+          if is_deepspeed(cell.strategy) else None)
+    return make_accelerator(cell.strategy, cell.precision, ds)
 
 
 @dataclass
@@ -37,9 +46,13 @@ class MatrixOutcome:
     ran: int
     skipped: int
     statuses: dict[str, str]  # cell_id -> status of its record
+    stopped_by: int | None = None  # signal number when stopped by SIGTERM/SIGINT
+    not_here: list[Cell] = field(default_factory=list)  # cells this process group cannot run
 
     @property
     def exit_status(self) -> int:
+        if self.stopped_by is not None:
+            return 128 + self.stopped_by
         return 0 if all(s == "ok" for s in self.statuses.values()) else 1
 
 
@@ -65,8 +78,19 @@ def preflight(cells: list[Cell], ctx: RunContext) -> None:
             )
 
 
+def split_by_process(cells: list[Cell], acc: Accelerator) -> tuple[list[Cell], list[Cell]]:
+    """The cells this process group can run (same process configuration as its first), and the rest."""
+    here = [c for c in cells if c.world_size == acc.num_processes]
+    if not here:
+        return [], cells
+    key = process_key(here[0])
+    mine = [c for c in here if process_key(c) == key]
+    return mine, [c for c in cells if c not in mine]
+
+
 def run_matrix(cells: list[Cell], ctx: RunContext, rerun: str = "none") -> MatrixOutcome:
     acc = ctx.accelerator
+    say = acc.print
     preflight(cells, ctx)
     decision = [None]
     if acc.is_main_process:
@@ -77,27 +101,37 @@ def run_matrix(cells: list[Cell], ctx: RunContext, rerun: str = "none") -> Matri
     todo_ids = set(decision[0])
     todo = [c for c in cells if c.cell_id in todo_ids]
     skipped = len(cells) - len(todo)
-    say = acc.print
     if skipped:
-        say(f"fgbench: {skipped} of {len(cells)} cells already have a finished record (resume); "
-            f"{'--rerun failed|all to redo them' if rerun != 'all' else ''}".rstrip("; "))
+        say(f"fgbench: {skipped} of {len(cells)} cells already have a finished record (resume)"
+            + ("; --rerun failed|all to redo them" if rerun != "all" else ""))
+    ctx.stop.install()
+    stopped = None
     bar = tqdm(todo, desc="cells", unit="cell", dynamic_ncols=True, disable=not (ctx.progress and acc.is_main_process),
                file=sys.stderr)
-    for cell in bar:
-        bar.set_postfix_str(cell.describe())
-        record = run_cell(cell, ctx)
-        if record["status"] != "ok":
-            bar.write(f"fgbench: {cell.describe()} {record['status']}: {record['error']}")
-    bar.close()
+    try:
+        for index, cell in enumerate(bar):
+            if not ctx.progress:
+                say(f"fgbench: cell {index + 1}/{len(todo)}: {cell.describe()} [{cell.cell_id}]")
+            bar.set_postfix_str(cell.describe())
+            record = run_cell(cell, ctx)
+            if record["status"] != "ok":
+                bar.write(f"fgbench: {cell.describe()} {record['status']}: {record['error']}")
+            if record["status"] == "interrupted" or ctx.stop.requested:
+                stopped = ctx.stop.signum
+                say("fgbench: stopped by signal; finished records are kept and the interrupted cell resumes "
+                    "from its checkpoint when the same command runs again")
+                break
+    finally:
+        bar.close()
+        ctx.stop.uninstall()
     statuses = {}
-    for cell in cells:
-        record = records.read_record(cell.record_path(ctx.results_dir)) if acc.is_main_process else None
-        statuses[cell.cell_id] = record["status"] if record else "missing"
-    if not acc.is_main_process:  # only the main process reads records; share its verdict
-        statuses = {}
+    if acc.is_main_process:
+        for cell in cells:
+            record = records.read_record(cell.record_path(ctx.results_dir))
+            statuses[cell.cell_id] = record["status"] if record else "missing"
     shared = [statuses]
-    broadcast_object_list(shared)
-    return MatrixOutcome(ran=len(todo), skipped=skipped, statuses=shared[0])
+    broadcast_object_list(shared)  # only the main process reads records; share its verdict
+    return MatrixOutcome(ran=len(todo), skipped=skipped, statuses=shared[0], stopped_by=stopped)
 
 
 def shutdown(acc: Accelerator) -> None:

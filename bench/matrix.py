@@ -39,6 +39,7 @@ class Cell:
     backbone: BackboneConfig
     options: dict[str, Any] = field(default_factory=dict)
     recipe_sources: dict[str, str] = field(default_factory=dict, compare=False)
+    strategy_config: dict[str, Any] = field(default_factory=dict)  # a user's DeepSpeed JSON
 
     @property
     def method_label(self) -> str:
@@ -57,6 +58,8 @@ class Cell:
             "strategy": self.strategy,
             "world_size": self.world_size,
         }
+        if self.strategy_config:
+            ident["strategy_config"] = self.strategy_config
         if with_seed:
             ident["seed"] = self.seed
         return ident
@@ -98,26 +101,32 @@ def parse_seeds(spec: str) -> list[int]:
     return list(dict.fromkeys(seeds))
 
 
-def build_cells(
-    method_specs: list[tuple[Any, str | None]],
-    datasets: list[str],
-    seeds: list[int],
-    preset_name: str,
-    precision: str,
-    strategy: str,
-    world_size: int,
-    recipe_overrides: Mapping[str, Any],
-    option_overrides: Mapping[str, Any],
-) -> list[Cell]:
-    """Expand the matrix (method-major, then dataset, then seed) with fully resolved configs."""
+@dataclass
+class MatrixSpec:
+    """What the user asked for; `build_cells` expands it into resolved cells."""
+
+    methods: list[tuple[Any, str | None]]
+    datasets: list[str]
+    seeds: list[int]
+    preset: str = "tiny"
+    precision: str = "no"
+    strategies: list[str] = field(default_factory=lambda: ["ddp"])
+    world_sizes: list[int] = field(default_factory=lambda: [1])
+    recipe_overrides: Mapping[str, Any] = field(default_factory=dict)
+    option_overrides: Mapping[str, Any] = field(default_factory=dict)
+    strategy_config: Mapping[str, Any] = field(default_factory=dict)
+
+
+def build_cells(spec: MatrixSpec) -> list[Cell]:
+    """Expand the matrix (method, dataset, strategy, world size, seed; in that nesting) with resolved configs."""
     from bench.data import get_card
     from bench.presets import get_preset
 
-    preset = get_preset(preset_name)
+    preset = get_preset(spec.preset)
     cells: list[Cell] = []
-    for adapter, variant in method_specs:
-        options = adapter.resolve_options(variant, _options_for(adapter, option_overrides, method_specs))
-        for dataset in datasets:
+    for adapter, variant in spec.methods:
+        options = adapter.resolve_options(variant, _options_for(adapter, spec.option_overrides, spec.methods))
+        for dataset in spec.datasets:
             card = get_card(dataset)
             recipe, sources = resolve_recipe(
                 [
@@ -125,15 +134,47 @@ def build_cells(
                     *card.recipe_layers(adapter.recipe_family),
                     (f"preset {preset.name}", preset.recipe),
                     card.preset_layer(preset.name),
-                    ("command line", recipe_overrides),
+                    ("command line", spec.recipe_overrides),
                 ]
             )
             backbone = BackboneConfig(img_size=recipe.img_size, **preset.backbone)
             adapter.check_backbone(backbone)
-            for seed in seeds:
-                cells.append(Cell(adapter.name, variant, card.name, seed, preset.name, precision, strategy,
-                                  world_size, recipe, backbone, options, sources))
+            for strategy in spec.strategies:
+                for world_size in spec.world_sizes:
+                    for seed in spec.seeds:
+                        cells.append(Cell(adapter.name, variant, card.name, seed, preset.name, spec.precision,
+                                          strategy, world_size, recipe, backbone, options, sources,
+                                          dict(spec.strategy_config)))
     return cells
+
+
+def select_shard(cells: list[Cell], index: int, count: int) -> list[Cell]:
+    """Shard `index` of `count`: every count-th cell in cell-id order, so the shards of one matrix are
+    disjoint, cover it, differ in size by at most one, and do not depend on the order of the flags."""
+    ids = sorted({c.cell_id for c in cells})
+    mine = set(ids[index::count])
+    return [c for c in cells if c.cell_id in mine]
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    """`i/n` with 0 <= i < n."""
+    try:
+        index, count = (int(x) for x in spec.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard expects i/n (e.g. 0/4), got {spec!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise UsageError(f"--shard {spec}: need 0 <= i < n")
+    return index, count
+
+
+def parse_world_sizes(spec: str) -> list[int]:
+    try:
+        sizes = [int(x) for x in spec.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"--world-sizes expects integers like 1,2,4, got {spec!r}") from None
+    if not sizes or any(s < 1 for s in sizes):
+        raise UsageError(f"--world-sizes expects positive integers like 1,2,4, got {spec!r}")
+    return list(dict.fromkeys(sizes))
 
 
 def _options_for(adapter, overrides: Mapping[str, Any], method_specs) -> dict[str, Any]:
@@ -166,13 +207,15 @@ def pending_cells(cells: list[Cell], results_dir: Path, rerun: str) -> tuple[lis
     """Cells still to run, and the existing records of the ones skipped (resume).
 
     rerun: "none" keeps every finished record; "failed" re-runs cells whose record is not ok;
-    "all" re-runs everything.
+    "all" re-runs everything. An interrupted cell is never finished: it resumes from its checkpoint.
     """
     todo: list[Cell] = []
     done: dict[str, dict] = {}
     for cell in cells:
         record = records.read_record(cell.record_path(results_dir))
         if record is None or record.get("cell_id") != cell.cell_id or rerun == "all":
+            todo.append(cell)
+        elif record["status"] not in records.FINISHED:
             todo.append(cell)
         elif rerun == "failed" and record["status"] != "ok":
             todo.append(cell)

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 SCHEMA_VERSION = 1
-STATUSES = ("ok", "failed", "oom", "diverged")
+STATUSES = ("ok", "failed", "oom", "diverged", "interrupted")
+FINISHED = ("ok", "failed", "oom", "diverged")  # "interrupted" resumes from its checkpoint
 RUNS_DIR = "runs"
 
 

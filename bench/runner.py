@@ -1,9 +1,9 @@
 """Run one cell on accelerate: data, model, training loop, evaluation, record.
 
-The runner is method-agnostic: it builds the adapter's module, calls
-`model(images, targets)` for the loss and `model(images)` for logits (see `methods.base`), and
-measures. Any exception inside a cell becomes a record with status failed/oom/diverged; the
-caller goes on with the next cell.
+The runner is method-agnostic: it builds the adapter's module, calls `model(images, targets)`
+for the loss and `model(images)` for logits (see `methods.base`), and measures. Any exception
+inside a cell becomes a record with status failed/oom/diverged and the caller goes on; a stop
+signal checkpoints the cell and records it as interrupted (it resumes on the next run).
 """
 
 from __future__ import annotations
@@ -24,19 +24,22 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object, set_seed
 from tqdm.auto import tqdm
 
-from bench import records
+from bench import checkpoint, records
 from bench.data import check_files, get_card, open_dataset
 from bench.data.cache import resized_images
 from bench.envinfo import environment
 from bench.errors import Diverged, one_line
-from bench.loaders import build_loaders, forever
+from bench.loaders import BatchStream, build_loaders
 from bench.matrix import Cell
 from bench.meters import PeakMemory, StepTimer
+from bench.oom import fit_batch, is_oom
 from bench.optim import build_optimizer
 from bench.schedule import build_scheduler
+from bench.signals import Interrupted, StopRequest
+from bench.strategy import input_dtype, is_deepspeed
 from methods import get_method
 
-LOG_EVERY = 10  # steps between host syncs (loss readout, divergence check across ranks)
+LOG_EVERY = 10  # steps between host syncs (loss readout, divergence and stop checks across ranks)
 
 
 @dataclass
@@ -48,6 +51,8 @@ class RunContext:
     progress: bool = True
     data_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     cache_dir: Path | None = None  # decode-and-resize cache; None reads images every time
+    stop: StopRequest = field(default_factory=StopRequest)
+    checkpoint_every: int = 0  # steps between periodic checkpoints (0: only when stopped by a signal)
 
 
 def utc_now() -> str:
@@ -55,9 +60,11 @@ def utc_now() -> str:
 
 
 def classify_failure(exc: BaseException) -> str:
+    if isinstance(exc, Interrupted):
+        return "interrupted"
     if isinstance(exc, Diverged):
         return "diverged"
-    if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
+    if is_oom(exc):
         return "oom"
     return "failed"
 
@@ -85,6 +92,7 @@ def base_record(cell: Cell, ctx: RunContext) -> dict[str, Any]:
         "world_size": cell.world_size,
         "img_size": recipe.img_size,
         "resize_size": recipe.resize_size,
+        "requested_per_device_batch": recipe.batch_size,
         "per_device_batch": recipe.batch_size,
         "grad_accum": recipe.grad_accum,
         "global_batch": recipe.batch_size * cell.world_size * recipe.grad_accum,
@@ -94,6 +102,7 @@ def base_record(cell: Cell, ctx: RunContext) -> dict[str, Any]:
         "recipe": recipe.to_dict(),
         "recipe_sources": cell.recipe_sources,
         "backbone": asdict(cell.backbone),
+        "strategy_config": cell.strategy_config or None,
         "distributed": {
             "distributed_type": str(acc.distributed_type),
             "num_processes": acc.num_processes,
@@ -117,7 +126,10 @@ def run_cell(cell: Cell, ctx: RunContext) -> dict[str, Any]:
     except Exception as exc:  # a failing cell is recorded; the matrix goes on
         record["status"] = classify_failure(exc)
         record["error"] = one_line(f"{type(exc).__name__}: {exc}")
-        record["traceback"] = traceback.format_exc(limit=12)[-4000:]
+        if isinstance(exc, Interrupted):
+            record["checkpoint"] = {"path": exc.checkpoint, "step": exc.step}
+        else:
+            record["traceback"] = traceback.format_exc(limit=12)[-4000:]
     finally:
         acc.free_memory()
         gc.collect()
@@ -126,117 +138,10 @@ def run_cell(cell: Cell, ctx: RunContext) -> dict[str, Any]:
     record["time"].update(end_utc=utc_now(), wall_s=time.perf_counter() - started)
     if acc.is_main_process:
         records.write_record(cell.record_path(ctx.results_dir), record)
+        if record["status"] == "ok":
+            checkpoint.remove(checkpoint.checkpoint_dir(ctx.results_dir, cell.cell_id))
     acc.wait_for_everyone()
     return record
-
-
-def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
-    acc = ctx.accelerator
-    recipe = cell.recipe
-    started = time.perf_counter()
-    set_seed(cell.seed)
-
-    card = get_card(cell.dataset)
-    data = open_dataset(card, ctx.data_root, ctx.data_options.get(card.name))
-    check_files(data)
-    adapter = get_method(cell.method)
-    model = adapter.build(card.num_classes, cell.backbone, cell.options, recipe)
-    n_params = sum(p.numel() for p in model.parameters())
-    optimizer = build_optimizer(adapter.param_groups(model, recipe), recipe)
-    scheduler = build_scheduler(optimizer, recipe)
-    resized = cached_splits(data, recipe, ctx)
-    train_loader, test_loader = build_loaders(data, recipe, cell.seed, ctx.workers, acc.device, resized)
-
-    memory = PeakMemory(acc.device).start()
-    model, optimizer, train_loader, test_loader = acc.prepare(model, optimizer, train_loader, test_loader)
-    acc.gradient_accumulation_steps = recipe.grad_accum
-    acc.gradient_state.plugin_kwargs.update({"sync_with_dataloader": False})
-
-    step_samples = recipe.batch_size * acc.num_processes * recipe.grad_accum
-    train_timer = StepTimer(acc.device, warmup=min(10, recipe.steps // 5))
-    eval_timer = StepTimer(acc.device, warmup=0)
-    batches = forever(train_loader)
-    nonfinite = torch.zeros((), device=acc.device)
-    loss_sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=acc.device))
-    loss_count = 0
-    last_losses: dict[str, float] = {}
-    curve: list[dict[str, Any]] = []
-    init_s = time.perf_counter() - started
-
-    bar = tqdm(total=recipe.steps, desc=f"  {cell.describe()}", leave=False, dynamic_ncols=True,
-               disable=not (ctx.progress and acc.is_main_process), mininterval=0.5)
-    try:
-        model.train()
-        train_timer.start()
-        for step in range(1, recipe.steps + 1):
-            for _ in range(recipe.grad_accum):
-                images, targets = next(batches)
-                with acc.accumulate(model):
-                    out = model(images, targets)
-                    loss = out["loss"]
-                    acc.backward(loss)
-                    if acc.sync_gradients and recipe.clip_grad > 0:
-                        acc.clip_grad_norm_(model.parameters(), recipe.clip_grad)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                detached = loss.detach().float()
-                nonfinite += (~torch.isfinite(detached)).float()
-                for name, value in out["losses"].items():
-                    loss_sums[name] += value.detach().float()
-                loss_count += 1
-            scheduler.step()
-            train_timer.mark(step_samples)
-            bar.update(1)
-
-            if step % LOG_EVERY == 0 or step == recipe.steps:  # the only host syncs of the loop
-                if acc.reduce(nonfinite.clone(), reduction="sum").item() > 0:
-                    raise Diverged(f"non-finite training loss by step {step}")
-                last_losses = {k: (v / loss_count).item() for k, v in loss_sums.items()}
-                loss_sums.clear()
-                loss_count = 0
-                bar.set_postfix(loss=f"{sum(last_losses.values()):.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-
-            if step % recipe.eval_every == 0 or step == recipe.steps:
-                result = evaluate(model, test_loader, acc, eval_timer, expected=len(data.test),
-                                  num_classes=card.num_classes)
-                curve.append({"step": step, **result, "train_losses": dict(last_losses)})
-                bar.set_postfix(loss=f"{sum(last_losses.values()):.3f}", top1=f"{result['top1']:.1f}")
-                model.train()
-                train_timer.resume()
-    finally:
-        bar.close()
-    train_s = time.perf_counter() - started - init_s
-    peak = memory.stop()
-
-    final = curve[-1]
-    best = max(curve, key=lambda point: point["top1"])
-    ranks = gather_object([asdict(peak)])
-    speed = {**train_timer.summary("train"), **eval_timer.summary("eval")}
-    return {
-        "accuracy": {
-            "top1_last": final["top1"],
-            "top5_last": final["top5"],
-            "eval_loss_last": final["loss"],
-            "views_last": final.get("views", {}),
-            "n_evaluated": final["n"],
-            "n_test": len(data.test),
-            "top1_best_optimistic": best["top1"],  # selected on the test split: optimistic by design
-            "best_step_optimistic": best["step"],
-            "curve": curve,
-        },
-        "train": {"losses_last": last_losses, "loss_last": sum(last_losses.values()) if last_losses else None},
-        "speed": speed,
-        "memory": _memory_block(ranks),
-        "cost": {"params": n_params, "params_m": n_params / 1e6},
-        "data": {
-            "root": str(data.root),
-            "n_train": len(data.train),
-            "n_test": len(data.test),
-            "n_classes": card.num_classes,
-            "split_hashes": data.hashes(),
-        },
-        "time_split": {"init_s": init_s, "train_s": train_s},
-    }
 
 
 def cached_splits(data, recipe, ctx: RunContext) -> dict | None:
@@ -250,6 +155,148 @@ def cached_splits(data, recipe, ctx: RunContext) -> dict | None:
     acc.wait_for_everyone()
     return {name: resized_images(data.splits[name], recipe.resize_size, ctx.cache_dir, data.name, False)
             for name in ("train", "test")}
+
+
+def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
+    acc = ctx.accelerator
+    started = time.perf_counter()
+    set_seed(cell.seed)
+
+    card = get_card(cell.dataset)
+    data = open_dataset(card, ctx.data_root, ctx.data_options.get(card.name))
+    check_files(data)
+    adapter = get_method(cell.method)
+    model = adapter.build(card.num_classes, cell.backbone, cell.options, cell.recipe)
+    n_params = sum(p.numel() for p in model.parameters())
+    recipe, halvings = cell.recipe, 0
+    if not is_deepspeed(cell.strategy):  # ZeRO partitions memory differently from the plain model probed
+        recipe, halvings = fit_batch(model, cell.recipe, card.num_classes, acc)
+    optimizer = build_optimizer(adapter.param_groups(model, recipe), recipe)
+    scheduler = build_scheduler(optimizer, recipe)
+    resized = cached_splits(data, recipe, ctx)
+    train_loader, test_loader = build_loaders(data, recipe, cell.seed, ctx.workers, acc.device, resized)
+
+    memory = PeakMemory(acc.device).start()
+    model, optimizer, train_loader, test_loader = acc.prepare(model, optimizer, train_loader, test_loader)
+    acc.gradient_accumulation_steps = recipe.grad_accum
+    acc.gradient_state.plugin_kwargs.update({"sync_with_dataloader": False})
+    dtype = input_dtype(acc)
+    batches = BatchStream(train_loader, acc)
+
+    ckpt_dir = checkpoint.checkpoint_dir(ctx.results_dir, cell.cell_id)
+    saved = checkpoint.load_progress(ckpt_dir, cell.cell_id)
+    if saved is not None and saved.get("per_device_batch") != recipe.batch_size:
+        saved = None  # the batch had to change (another device): the data position no longer applies
+    start_step, curve, last_losses = 0, [], {}
+    if saved is not None:
+        checkpoint.restore(acc, ckpt_dir)  # model, optimizer and RNG states
+        for _ in range(saved["step"]):
+            scheduler.step()  # the schedule is a function of the step
+        batches.load_state_dict(saved["stream"])
+        start_step, curve, last_losses = saved["step"], saved["curve"], saved["last_losses"]
+
+    def save_progress(step: int) -> Path:
+        return checkpoint.save(acc, ckpt_dir, {
+            "cell_id": cell.cell_id, "step": step, "stream": batches.state_dict(), "curve": curve,
+            "last_losses": last_losses, "per_device_batch": recipe.batch_size,
+        })
+
+    step_samples = recipe.batch_size * acc.num_processes * recipe.grad_accum
+    train_timer = StepTimer(acc.device, warmup=min(10, (recipe.steps - start_step) // 5))
+    eval_timer = StepTimer(acc.device, warmup=0)
+    flags = torch.zeros(2, device=acc.device)  # [non-finite losses, stop requested]
+    loss_sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=acc.device))
+    loss_count = 0
+    init_s = time.perf_counter() - started
+    single = acc.num_processes == 1
+
+    bar = tqdm(total=recipe.steps, initial=start_step, desc=f"  {cell.describe()}", leave=False,
+               dynamic_ncols=True, disable=not (ctx.progress and acc.is_main_process), mininterval=0.5)
+    try:
+        model.train()
+        train_timer.start()
+        for step in range(start_step + 1, recipe.steps + 1):
+            for _ in range(recipe.grad_accum):
+                images, targets = next(batches)
+                if dtype is not None:
+                    images = images.to(dtype)
+                with acc.accumulate(model):
+                    out = model(images, targets)
+                    loss = out["loss"]
+                    acc.backward(loss)
+                    if acc.sync_gradients and recipe.clip_grad > 0:
+                        acc.clip_grad_norm_(model.parameters(), recipe.clip_grad)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                flags[0] += (~torch.isfinite(loss.detach().float())).float()
+                for name, value in out["losses"].items():
+                    loss_sums[name] += value.detach().float()
+                loss_count += 1
+            scheduler.step()
+            train_timer.mark(step_samples)
+            bar.update(1)
+
+            stop = False
+            if step % LOG_EVERY == 0 or step == recipe.steps or (single and ctx.stop.requested):
+                flags[1] = float(ctx.stop.requested)
+                agreed = acc.reduce(flags.clone(), reduction="sum").tolist()  # the only host syncs of the loop
+                if agreed[0] > 0:
+                    raise Diverged(f"non-finite training loss by step {step}")
+                stop = agreed[1] > 0 and step < recipe.steps
+                last_losses = {k: (v / loss_count).item() for k, v in loss_sums.items()}
+                loss_sums.clear()
+                loss_count = 0
+                bar.set_postfix(loss=f"{sum(last_losses.values()):.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+
+            if step % recipe.eval_every == 0 or step == recipe.steps:
+                result = evaluate(model, test_loader, acc, eval_timer, expected=len(data.test),
+                                  num_classes=card.num_classes, dtype=dtype)
+                curve.append({"step": step, **result, "train_losses": dict(last_losses)})
+                bar.set_postfix(loss=f"{sum(last_losses.values()):.3f}", top1=f"{result['top1']:.1f}")
+                model.train()
+                train_timer.resume()
+            if stop:
+                raise Interrupted(step, str(save_progress(step)))
+            if ctx.checkpoint_every and step % ctx.checkpoint_every == 0 and step < recipe.steps:
+                save_progress(step)
+                train_timer.resume()
+    finally:
+        bar.close()
+    train_s = time.perf_counter() - started - init_s
+    peak = memory.stop()
+
+    final = curve[-1]
+    best = max(curve, key=lambda point: point["top1"])  # earliest best on ties
+    ranks = gather_object([asdict(peak)])
+    return {
+        "accuracy": {
+            "top1_last": final["top1"],
+            "top5_last": final["top5"],
+            "eval_loss_last": final["loss"],
+            "views_last": final.get("views", {}),
+            "n_evaluated": final["n"],
+            "n_test": len(data.test),
+            "top1_best_optimistic": best["top1"],  # selected on the test split: optimistic by design
+            "best_step_optimistic": best["step"],
+            "curve": curve,
+        },
+        "per_device_batch": recipe.batch_size,
+        "grad_accum": recipe.grad_accum,
+        "oom_halvings": halvings,
+        "resumed_from_step": start_step or None,
+        "train": {"losses_last": last_losses, "loss_last": sum(last_losses.values()) if last_losses else None},
+        "speed": {**train_timer.summary("train"), **eval_timer.summary("eval")},
+        "memory": _memory_block(ranks),
+        "cost": {"params": n_params, "params_m": n_params / 1e6},
+        "data": {
+            "root": str(data.root),
+            "n_train": len(data.train),
+            "n_test": len(data.test),
+            "n_classes": card.num_classes,
+            "split_hashes": data.hashes(),
+        },
+        "time_split": {"init_s": init_s, "train_s": train_s},
+    }
 
 
 def _memory_block(ranks: list[dict[str, float | None]]) -> dict[str, Any]:
@@ -269,7 +316,8 @@ def _memory_block(ranks: list[dict[str, float | None]]) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def evaluate(model, loader, acc: Accelerator, timer: StepTimer, expected: int, num_classes: int) -> dict[str, Any]:
+def evaluate(model, loader, acc: Accelerator, timer: StepTimer, expected: int, num_classes: int,
+             dtype: torch.dtype | None = None) -> dict[str, Any]:
     """Top-1/top-5 (percent) over the whole test split, sharded over ranks, counted exactly.
 
     `gather_for_metrics` drops the samples a distributed sampler repeats to even out the last
@@ -282,6 +330,8 @@ def evaluate(model, loader, acc: Accelerator, timer: StepTimer, expected: int, n
     count = 0
     timer.resume()
     for index, (images, targets) in enumerate(loader):
+        if dtype is not None:
+            images = images.to(dtype)
         out = model(images)
         views = {"main": out["logits"], **out.get("views", {})}
         topk = {name: logits.float().topk(k, dim=1).indices for name, logits in views.items()}

@@ -8,14 +8,15 @@ import pytest
 
 from bench import records
 from bench.errors import UsageError
-from bench.matrix import Cell, build_cells, canonical_hash, parse_seeds, pending_cells
+from bench.matrix import Cell, MatrixSpec, build_cells, canonical_hash, parse_seeds, pending_cells
 from bench.recipe import Recipe, resolve_recipe
 from methods import get_method
 
 
 def cells(seeds=(0,), overrides=None, options=None, precision="no", world_size=1):
-    return build_cells([(get_method("vit"), None)], ["demo"], list(seeds), "tiny", precision, "ddp", world_size,
-                       overrides or {}, options or {})
+    return build_cells(MatrixSpec([(get_method("vit"), None)], ["demo"], list(seeds), "tiny", precision,
+                                  world_sizes=[world_size], recipe_overrides=overrides or {},
+                                  option_overrides=options or {}))
 
 
 def test_canonical_hash_ignores_key_order():

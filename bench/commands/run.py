@@ -21,6 +21,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="mixed precision (default: accelerate's launch setting, else no)")
     g.add_argument("--rerun", choices=("none", "failed", "all"), default="none",
                    help="re-run cells that already have a record: none (resume), failed, all")
+    s = p.add_argument_group("scale out")
+    s.add_argument("--strategy", default=None,
+                   help="comma list of ddp, zero1, zero2, zero3 (DeepSpeed ZeRO stages); default ddp")
+    s.add_argument("--deepspeed-config", type=Path, default=None, metavar="FILE",
+                   help="a DeepSpeed JSON for every cell (batch, accumulation, clipping and precision are filled in "
+                        "from the recipe; optimizer and scheduler must not be set)")
+    s.add_argument("--world-sizes", default=None, metavar="N[,N...]",
+                   help="processes per cell; several values make a scaling axis (default: --gpus-per-cell, or "
+                        "the launched world size under accelerate launch)")
+    s.add_argument("--gpus-per-cell", type=int, default=1, help="processes (GPUs) per cell in --parallel cells")
+    s.add_argument("--parallel", choices=("cells", "data"), default=None,
+                   help="cells: independent cells at once, one worker per GPU (or CPU slot); data: each cell "
+                        "across all launched processes (the default under accelerate launch)")
+    s.add_argument("--slots", type=int, default=None,
+                   help="--parallel cells on a CPU-only node: workers at once (default 1; on GPUs: the GPU count)")
+    s.add_argument("--shard", default=None, metavar="I/N",
+                   help="run only shard I of N of the matrix (Slurm job arrays, Kubernetes indexed jobs)")
+    s.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS",
+                   help="also checkpoint every STEPS steps (a stop signal always checkpoints)")
+    s.add_argument("--cell-ids", default=None, help=argparse.SUPPRESS)  # internal: a pool worker's cell
     add_data_args(p)
     d = p.add_argument_group("input pipeline (does not change results)")
     d.add_argument("--cache-dir", type=Path, default=None,
@@ -59,49 +79,174 @@ def recipe_overrides(args: argparse.Namespace) -> dict:
     return out
 
 
-def run(args: argparse.Namespace) -> int:
+def matrix_spec(args: argparse.Namespace, launched: int | None):
+    """The user's matrix; under a launcher the world size is the launched one."""
     from bench.data import expand_datasets
-    from bench.matrix import build_cells, check_option_overrides, parse_seeds
+    from bench.matrix import MatrixSpec, check_option_overrides, parse_seeds, parse_world_sizes
     from bench.recipe import parse_assignments
+    from bench.strategy import load_deepspeed_json, parse_strategies
 
     specs = method_specs(args.methods)
-    datasets = expand_datasets(args.datasets)
-    seeds = parse_seeds(args.seeds)
     options = parse_assignments(args.opt, "--opt")
     check_option_overrides(specs, options)
-    overrides = recipe_overrides(args)
+    strategy_config: dict = {}
+    if args.deepspeed_config is not None:
+        if args.strategy:
+            raise UsageError("--deepspeed-config sets the strategy; drop --strategy")
+        strategy_config = load_deepspeed_json(args.deepspeed_config)
+        strategies = ["deepspeed"]
+    else:
+        strategies = parse_strategies(args.strategy or "ddp")
+    if args.gpus_per_cell < 1:
+        raise UsageError(f"--gpus-per-cell must be >= 1, got {args.gpus_per_cell}")
+    if args.world_sizes:
+        world_sizes = parse_world_sizes(args.world_sizes)
+    else:
+        world_sizes = [launched] if launched else [args.gpus_per_cell]
+    precision = args.precision or os.environ.get("ACCELERATE_MIXED_PRECISION") or "no"
+    if precision not in PRECISIONS:
+        raise UsageError(f"mixed precision {precision!r} from the launcher is not one of {', '.join(PRECISIONS)}")
+    return MatrixSpec(specs, expand_datasets(args.datasets), parse_seeds(args.seeds), args.preset, precision,
+                      strategies, world_sizes, recipe_overrides(args), options, strategy_config)
+
+
+def select_cells(args: argparse.Namespace, cells):
+    from bench.matrix import parse_shard, select_shard
+
+    if args.shard:
+        cells = select_shard(cells, *parse_shard(args.shard))
+    if args.cell_ids:
+        wanted = set(args.cell_ids.split(","))
+        cells = [c for c in cells if c.cell_id in wanted]
+        if not cells:
+            raise UsageError(f"--cell-ids {args.cell_ids}: no such cell in this matrix")
+    return cells
+
+
+def run(args: argparse.Namespace) -> int:
+    from bench.driver import launched_world_size
+    from bench.matrix import build_cells
+    from bench.strategy import process_key
+
+    for name in ("workers", "checkpoint_every", "slots"):
+        value = getattr(args, name)
+        if value is not None and value < (1 if name == "slots" else 0):
+            raise UsageError(f"--{name.replace('_', '-')} must be >= {1 if name == 'slots' else 0}, got {value}")
+    launched = launched_world_size()
+    if launched and args.parallel == "cells":
+        raise UsageError("--parallel cells starts its own workers: run it with plain `python bench.py`, "
+                         "not under accelerate launch/torchrun")
+    cells = select_cells(args, build_cells(matrix_spec(args, launched)))
     paths = data_options(args)
-    if args.workers is not None and args.workers < 0:
-        raise UsageError(f"--workers must be >= 0, got {args.workers}")
-
-    def cells_for(precision: str, world_size: int):
-        return build_cells(specs, datasets, seeds, args.preset, precision, "ddp", world_size, overrides, options)
-
     if args.dry_run:
-        precision = args.precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
-        return dry_run(cells_for(precision, int(os.environ.get("WORLD_SIZE", "1"))), args)
+        return dry_run(cells, args)
 
+    in_process = launched is not None or args.parallel == "data" or (
+        args.parallel is None and all(c.world_size == 1 for c in cells) and len({process_key(c) for c in cells}) <= 1)
+    if not in_process:
+        return run_pool(cells, args, paths)
+    return run_in_process(cells, args, paths)
+
+
+def run_in_process(cells, args: argparse.Namespace, paths: dict) -> int:
     from bench.data.cache import default_cache_dir
-    from bench.driver import make_accelerator, run_matrix, shutdown, summary_table
+    from bench.driver import accelerator_for, run_matrix, shutdown, split_by_process, summary_table
     from bench.runner import RunContext
 
-    acc = make_accelerator(args.precision)
+    if not cells:
+        raise UsageError("the matrix is empty")
+    acc = accelerator_for(next((c for c in cells if c.world_size == (int(os.environ.get("WORLD_SIZE", "1")))), cells[0]))
     try:
-        cells = cells_for(acc.mixed_precision, acc.num_processes)
+        mine, others = split_by_process(cells, acc)
+        if others and acc.is_main_process:
+            print(f"fgbench: {len(others)} cell(s) need another process configuration (world size, strategy or "
+                  f"DeepSpeed batch) and are not run here; run them with plain `python bench.py` (which starts "
+                  f"workers) or in another launch", file=sys.stderr)
         workers = args.workers if args.workers is not None else (8 if acc.device.type == "cuda" else 0)
         cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
         ctx = RunContext(acc, args.data_root, args.results_dir, workers=workers, progress=not args.no_progress,
-                         data_options=paths, cache_dir=cache_dir)
-        outcome = run_matrix(cells, ctx, rerun=args.rerun)
+                         data_options=paths, cache_dir=cache_dir, checkpoint_every=args.checkpoint_every)
+        outcome = run_matrix(mine, ctx, rerun=args.rerun) if mine else None
         if acc.is_main_process:
-            print(summary_table(cells, args.results_dir))
-            not_ok = [s for s in outcome.statuses.values() if s != "ok"]
-            if not_ok:
-                print(f"fgbench: {len(not_ok)} of {len(cells)} cells not ok ({', '.join(sorted(set(not_ok)))}); "
-                      f"see the records under {args.results_dir}/runs; --rerun failed retries them", file=sys.stderr)
-        return outcome.exit_status
+            report_outcome(cells, args, outcome.statuses if outcome else {})
+        status = outcome.exit_status if outcome else 1
+        return 1 if (others and status == 0) else status
     finally:
         shutdown(acc)
+
+
+def run_pool(cells, args: argparse.Namespace, paths: dict) -> int:
+    import torch
+
+    from bench import records
+    from bench.matrix import pending_cells
+    from bench.pool import CellPool, device_slots
+    from bench.signals import StopRequest
+
+    _check_data_once(cells, args, paths)
+    widest = max(c.world_size for c in cells)
+    if args.parallel == "cells":
+        slots, at_once = device_slots(torch.cuda.device_count(), args.slots or 1), None
+    else:  # cells that need a process group of their own, one at a time
+        slots, at_once = device_slots(torch.cuda.device_count(), widest), 1
+    records.remove_stale_temporaries(args.results_dir)
+    todo, _ = pending_cells(cells, args.results_dir, args.rerun)
+    skipped = len(cells) - len(todo)
+    if skipped:
+        print(f"fgbench: {skipped} of {len(cells)} cells already have a finished record (resume)")
+    stop = StopRequest().install()
+    try:
+        pool = CellPool(todo, _worker_argv(args.raw_argv), args.results_dir, slots, progress=not args.no_progress,
+                        stop=stop, max_running=at_once)
+        pool.run()
+    finally:
+        stop.uninstall()
+    statuses = {}
+    for cell in cells:
+        record = records.read_record(cell.record_path(args.results_dir))
+        statuses[cell.cell_id] = record["status"] if record else "missing"
+    report_outcome(cells, args, statuses)
+    if stop.requested:
+        return stop.exit_status
+    return 0 if all(s == "ok" for s in statuses.values()) else 1
+
+
+def _worker_argv(argv: list[str]) -> list[str]:
+    """The user's flags minus those that only concern the driver."""
+    drop_with_value = {"--parallel", "--slots", "--shard", "--cell-ids", "--world-sizes", "--gpus-per-cell", "--strategy"}
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+            continue
+        name = item.split("=", 1)[0]
+        if name in drop_with_value:
+            skip = "=" not in item
+            continue
+        if name in ("--dry-run",):
+            continue
+        out.append(item)
+    return out
+
+
+def _check_data_once(cells, args: argparse.Namespace, paths: dict) -> None:
+    """The driver checks (and generates) each dataset before starting workers: bad data is exit 2 here."""
+    from bench.data import check_files, get_card, materialize, open_dataset
+
+    for name in dict.fromkeys(c.dataset for c in cells):
+        card = get_card(name)
+        materialize(card, args.data_root)
+        check_files(open_dataset(card, args.data_root, paths.get(card.name)))
+
+
+def report_outcome(cells, args: argparse.Namespace, statuses: dict[str, str]) -> None:
+    from bench.driver import summary_table
+
+    print(summary_table(cells, args.results_dir))
+    not_ok = [s for s in statuses.values() if s != "ok"]
+    if not_ok:
+        print(f"fgbench: {len(not_ok)} of {len(cells)} cells not ok ({', '.join(sorted(set(not_ok)))}); "
+              f"see the records under {args.results_dir}/runs; --rerun failed retries them", file=sys.stderr)
 
 
 def dry_run(cells, args: argparse.Namespace) -> int:
@@ -112,6 +257,6 @@ def dry_run(cells, args: argparse.Namespace) -> int:
     for c in cells:
         r = c.recipe
         print(f"{c.cell_id}  {'pending' if c.cell_id in pending else 'done   '}  {c.describe()}  "
-              f"img {r.img_size}/{r.resize_size}  steps {r.steps}  lr {r.lr:g} ({c.recipe_sources['lr']})  "
-              f"batch {r.batch_size}x{c.world_size}x{r.grad_accum}")
+              f"{c.strategy} x{c.world_size}  img {r.img_size}/{r.resize_size}  steps {r.steps}  "
+              f"lr {r.lr:g} ({c.recipe_sources['lr']})  batch {r.batch_size}x{c.world_size}x{r.grad_accum}")
     return 0

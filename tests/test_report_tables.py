@@ -123,8 +123,8 @@ def test_markdown_tables_parse_back_with_pandas(reported):
     assert list(wide.columns) == ["Method", "cotton", "cotton (paper)", "soyloc", "soyloc (paper)"]
     assert list(wide["Method"]) == ["ffvt", "mixvit", "vit"]
     cells = wide.set_index("Method")
-    assert cells.loc["ffvt", "cotton"] == "57.17 ± 1.04 (3; 1 failed)"
-    assert cells.loc["vit", "soyloc"] == "41.00 ± 1.00 (3; 1 oom)"
+    assert cells.loc["ffvt", "cotton"] == "57.17 ± 1.04 (n=3; 1 failed)"
+    assert cells.loc["vit", "soyloc"] == "41.00 ± 1.00 (n=3; 1 oom)"
     assert cells.loc["mixvit", "cotton (paper)"] == "60.42†"
     long = pipe_table(text, "## cotton: all settings")
     assert list(long["Method"]) == ["ffvt", "mixvit", "vit"]
@@ -160,7 +160,7 @@ def test_latex_is_booktabs_with_best_per_column_in_bold(mixed):
     check_latex_shape(tex)
     assert "\\toprule" in tex and "\\hline" not in tex
     ffvt_line = next(line for line in tex.splitlines() if line.strip().startswith("ffvt"))
-    assert "\\textbf{57.17 $\\pm$ 1.04 (3; 1 failed)}" in ffvt_line  # best on cotton
+    assert "\\textbf{57.17 $\\pm$ 1.04 (n=3; 1 failed)}" in ffvt_line  # best on cotton
     mix_line = next(line for line in tex.splitlines() if line.strip().startswith("mixvit"))
     assert "\\textbf{60.42}" in mix_line and "\\textbf{51.17" not in mix_line  # best paper number, not best ours
     assert tex.count("\\textbf{") == 4  # ours and paper, per dataset
@@ -194,7 +194,7 @@ def test_old_partial_and_new_records_render(tmp_path):
     assert (ffvt.n_ok, ffvt.top1_mean, ffvt.top1_valsel_mean, ffvt.top1_valsel_n) == (2, 60.0, 58.0, 1)
     vit = row(board, "vit", "cotton")
     assert (vit.n_ok, vit.n_failed) == (0, 1) and math.isnan(vit.top1_mean)
-    assert "– (0; 1 failed)" in (results / "leaderboard.md").read_text()
+    assert "– (n=0; 1 failed)" in (results / "leaderboard.md").read_text()
     check_latex_shape((results / "leaderboard.tex").read_text())
     assert ("ab" * 32) in (results / "index.html").read_text()
 

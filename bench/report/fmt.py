@@ -38,10 +38,10 @@ def not_ok(row: Mapping[str, Any]) -> str:
 
 
 def mean_sd_n(row: Mapping[str, Any], pm: str = "±", digits: int = 2) -> str:
-    """`57.10 ± 0.40 (3)`; one seed has no sd; failures go inside the brackets: `(3; 1 failed)`."""
+    """`57.10 ± 0.40 (n=3)`; one seed has no sd; failures go inside the brackets: `(n=3; 1 failed)`."""
     n = count(row.get("n_ok"))
     extra = not_ok(row)
-    bracket = f"({n}{'; ' + extra if extra else ''})"
+    bracket = f"(n={n}{'; ' + extra if extra else ''})"
     if n == 0 or is_missing(row.get("top1_mean")):
         return f"{MISSING} {bracket}"
     sd = row.get("top1_sd")

@@ -12,7 +12,7 @@ from bench.report import fmt
 from bench.report.wide import WideTable, wide_tables
 
 NOTES = (
-    "Top-1: test accuracy (%) at the last training step, `mean ± sd (n)` over seeds; runs that failed, ran "
+    "Top-1: test accuracy (%) at the last training step, `mean ± sd (n=seeds)`; runs that failed, ran "
     "out of memory or diverged are counted inside the brackets and give no number. "
     "Best-of-evals is the maximum over periodic test evaluations: selected on the test split, so optimistic. "
     "Paper: published top-1 from `reference_results.yaml`, mostly the best test accuracy of one seed "

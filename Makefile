@@ -29,4 +29,4 @@ test: install
 	$(BIN)/python -m pytest -q
 
 clean-results:
-	rm -rf results/runs results/leaderboard*.csv results/leaderboard.md
+	rm -rf results/runs results/leaderboard*.csv results/leaderboard.md results/leaderboard.tex results/runs.csv results/index.html

@@ -24,13 +24,14 @@ def runs_dir(results_dir: Path) -> Path:
     return Path(results_dir) / RUNS_DIR
 
 
-def _safe(part: str) -> str:
+def safe_name(part: str) -> str:
+    """A name usable as one path component on any file system (other characters become `+`)."""
     return "".join(c if c.isalnum() or c in "-_." else "+" for c in part)
 
 
 def record_path(results_dir: Path, dataset: str, method_label: str, seed: int, cell_id: str) -> Path:
     """`<results>/runs/<dataset>/<method[+variant]>/seed<k>-<cell_id>.json`."""
-    return runs_dir(results_dir) / _safe(dataset) / _safe(method_label) / f"seed{seed}-{cell_id}.json"
+    return runs_dir(results_dir) / safe_name(dataset) / safe_name(method_label) / f"seed{seed}-{cell_id}.json"
 
 
 def _clean(value: Any) -> Any:

@@ -40,16 +40,16 @@ def test_leaderboard_statistics_match_hand_computation(tmp_path):
     ])
     board = leaderboard(runs_frame(tmp_path))
     vit = board[board.method_label == "vit"].iloc[0]
-    assert vit.n_seeds == 3 and vit.n_failed == 1
+    assert vit.n_ok == 3 and vit.n_failed == 1
     assert vit.top1_mean == 50.0
     assert math.isclose(vit.top1_sd, 10.0)  # sample sd (ddof=1) of 40, 50, 60
     assert vit.top5_mean == 60.0 and vit.top1_best_optimistic_mean == 51.0
-    assert vit.train_samples_per_sec_mean == 200.0 and vit.peak_mem_mb_max == 700.0
+    assert vit.train_sps_median == 200.0 and vit.peak_mem_mb_max == 700.0
     ffvt = board[board.method_label == "ffvt"].iloc[0]
-    assert ffvt.n_seeds == 1 and math.isnan(ffvt.top1_sd)  # one seed: no spread
+    assert ffvt.n_ok == 1 and math.isnan(ffvt.top1_sd)  # one seed: no spread
     assert list(board.method_label) == ["ffvt", "vit"]  # ranked by mean top-1 within a dataset
     md = render_markdown(board)
-    assert "50.00 ± 10.00 (n=3)" in md and "70.00 ± – (n=1)" in md
+    assert "50.00 ± 10.00 (n=3; 1 failed)" in md and "70.00 (n=1)" in md
 
 
 def test_written_csv_is_numeric_and_report_is_idempotent(tmp_path):
@@ -60,7 +60,7 @@ def test_written_csv_is_numeric_and_report_is_idempotent(tmp_path):
     assert {p.name: p.read_bytes() for p in tmp_path.glob("leaderboard*")} == first
     csv = pd.read_csv(tmp_path / "leaderboard.csv")
     assert pd.api.types.is_float_dtype(csv["top1_mean"]) and csv["top1_mean"].iloc[0] == 40.5
-    assert pd.api.types.is_integer_dtype(csv["n_seeds"])
+    assert pd.api.types.is_integer_dtype(csv["n_ok"])
 
 
 def test_settings_are_not_mixed(tmp_path):

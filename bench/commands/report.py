@@ -1,21 +1,67 @@
-"""`bench.py report`: rebuild every table from the records (idempotent)."""
+"""`bench.py report`: rebuild every table and the HTML page from the records (idempotent)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from bench.commands.common import add_results_dir
+from bench.errors import UsageError
+
+# --format -> module and function that render the leaderboard for printing
+FORMATS = {
+    "markdown": ("bench.report.markdown", "render_report_markdown"),
+    "latex": ("bench.report.latex", "render_latex"),
+    "csv": ("bench.report.write", "render_csv"),
+}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_results_dir(p)
+    p.add_argument("--baseline", default=None, metavar="METHOD",
+                   help="method (or method:variant) the others are compared with, paired by seed (default: vit when "
+                        "it has records; 'none' for no comparison)")
+    p.add_argument("--format", choices=FORMATS, default="markdown",
+                   help="what to print: the wide Markdown tables, the LaTeX tables, or the leaderboard CSV "
+                        "(every format is written to the results folder either way)")
+    p.add_argument("--paper", type=Path, default=None, metavar="FILE",
+                   help="published numbers to show beside ours "
+                        "(default: the reference_results.yaml shipped with fgbench)")
+    p.add_argument("--no-paper", action="store_true", help="leave the paper columns out")
+
+
+def resolve_baseline(requested: str | None, method_labels: set[str]) -> str | None:
+    """An explicit baseline must have records; the default (vit) silently drops out when it has none."""
+    from bench.report import DEFAULT_BASELINE
+
+    if requested is None:
+        return DEFAULT_BASELINE if DEFAULT_BASELINE in method_labels else None
+    if requested.lower() == "none":
+        return None
+    if requested not in method_labels:
+        known = ", ".join(sorted(method_labels)) or "none (no records yet)"
+        raise UsageError(f"--baseline {requested}: no record has this method; methods with records: {known}")
+    return requested
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.report import render_markdown, write_report
+    import importlib
 
-    board, paths = write_report(args.results_dir)
-    print(render_markdown(board))
+    from bench.report import runs_frame, write_report
+
+    if args.paper is not None and args.no_paper:
+        raise UsageError("--paper and --no-paper contradict each other; give one")
+    if not args.results_dir.is_dir():
+        raise UsageError(f"--results-dir {args.results_dir} does not exist; expected the folder runs wrote "
+                         f"their records to (default: results)")
+    labels = set(runs_frame(args.results_dir)["method_label"].dropna())
+    baseline = resolve_baseline(args.baseline, labels)
+    board, paths = write_report(args.results_dir, baseline=baseline, paper_path=args.paper,
+                                with_paper=not args.no_paper)
+    module, function = FORMATS[args.format]
+    print(getattr(importlib.import_module(module), function)(board).rstrip("\n"))
+    if not labels:
+        print(f"fgbench: no records under {args.results_dir}/runs; the tables are empty", file=sys.stderr)
     print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
     return 0

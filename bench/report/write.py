@@ -1,0 +1,77 @@
+"""`bench.py report`: every output file, rebuilt from the records directory alone.
+
+The outputs are a pure function of the records (no clock, no absolute paths, sorted everywhere),
+so running the report twice gives the same bytes, and a file for a dataset that no longer has
+records is removed rather than left stale.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from bench.records import safe_name
+from bench.report.board import BOARD_COLUMNS, leaderboard
+from bench.report.latex import render_latex
+from bench.report.markdown import render_report_markdown
+from bench.report.paper import load_paper_results
+from bench.report.runs import curves_frame, runs_frame
+
+DEFAULT_BASELINE = "vit"
+FLOAT_FORMAT = "%.6g"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file and `os.replace`, so readers never see half a table."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def dataset_csv_name(dataset: str) -> str:
+    return f"leaderboard-{safe_name(dataset)}.csv"
+
+
+def render_csv(board: pd.DataFrame) -> str:
+    """The long leaderboard as CSV: every numeric column numeric, formatting left to the reader."""
+    return board.to_csv(index=False, float_format=FLOAT_FORMAT)
+
+
+def ranked(board: pd.DataFrame) -> pd.DataFrame:
+    """One dataset's rows, rank first (ranks count within a protocol; the board is already ordered)."""
+    return board[["rank"] + [c for c in BOARD_COLUMNS if c != "rank"]]
+
+
+def write_report(results_dir: Path, baseline: str | None = DEFAULT_BASELINE, paper_path: Path | None = None,
+                 with_paper: bool = True) -> tuple[pd.DataFrame, list[Path]]:
+    """Rebuild every table and the HTML page from the records; returns the leaderboard and the files written."""
+    from bench.report.html import render_html  # matplotlib: loaded only when a report is written
+
+    results_dir = Path(results_dir)
+    runs = runs_frame(results_dir)
+    paper = load_paper_results(paper_path) if with_paper else None
+    board = leaderboard(runs, baseline=baseline, paper=paper)
+    outputs: dict[Path, str] = {
+        results_dir / "runs.csv": runs.to_csv(index=False, float_format=FLOAT_FORMAT),
+        results_dir / "leaderboard.csv": render_csv(board),
+        results_dir / "leaderboard.md": render_report_markdown(board),
+        results_dir / "leaderboard.tex": render_latex(board),
+        results_dir / "index.html": render_html(board, runs, curves_frame(results_dir), baseline),
+    }
+    for dataset, part in board.groupby("dataset", sort=True):
+        outputs[results_dir / dataset_csv_name(dataset)] = ranked(part).to_csv(index=False, float_format=FLOAT_FORMAT)
+    for stale in sorted(results_dir.glob("leaderboard-*.csv")):
+        if stale not in outputs:
+            stale.unlink()
+    for path, text in outputs.items():
+        atomic_write_text(path, text)
+    return board, list(outputs)

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from bench import records
 from bench.data import check_files, get_card, open_dataset
 from bench.data.cache import resized_images
+from bench.data.valsplit import choose_val
 from bench.envinfo import environment
 from bench.errors import Diverged, one_line
 from bench.loaders import build_loaders, forever
@@ -139,28 +140,33 @@ def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
     card = get_card(cell.dataset)
     data = open_dataset(card, ctx.data_root, ctx.data_options.get(card.name))
     check_files(data)
+    train_split, val_split, val_info = choose_val(data, recipe, cell.seed)  # own RNG: the global stream is untouched
+    roles = {"train": train_split, "test": data.test, **({"val": val_split} if val_split is not None else {})}
     adapter = get_method(cell.method)
     model = adapter.build(card.num_classes, cell.backbone, cell.options, recipe)
     n_params = sum(p.numel() for p in model.parameters())
     optimizer = build_optimizer(adapter.param_groups(model, recipe), recipe)
     scheduler = build_scheduler(optimizer, recipe)
-    resized = cached_splits(data, recipe, ctx)
-    train_loader, test_loader = build_loaders(data, recipe, cell.seed, ctx.workers, acc.device, resized)
+    resized = cached_splits(roles, recipe, ctx, data.name)
+    loaders = build_loaders(roles, recipe, cell.seed, ctx.workers, acc.device, resized)
 
     memory = PeakMemory(acc.device).start()
-    model, optimizer, train_loader, test_loader = acc.prepare(model, optimizer, train_loader, test_loader)
+    model, optimizer, train_loader, test_loader = acc.prepare(model, optimizer, loaders["train"], loaders["test"])
+    val_loader = acc.prepare(loaders["val"]) if "val" in loaders else None
     acc.gradient_accumulation_steps = recipe.grad_accum
     acc.gradient_state.plugin_kwargs.update({"sync_with_dataloader": False})
 
     step_samples = recipe.batch_size * acc.num_processes * recipe.grad_accum
     train_timer = StepTimer(acc.device, warmup=min(10, recipe.steps // 5))
     eval_timer = StepTimer(acc.device, warmup=0)
+    val_timer = StepTimer(acc.device, warmup=0)  # kept apart so the eval speed stays the test split's
     batches = forever(train_loader)
     nonfinite = torch.zeros((), device=acc.device)
     loss_sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=acc.device))
     loss_count = 0
     last_losses: dict[str, float] = {}
     curve: list[dict[str, Any]] = []
+    val_curve: list[dict[str, Any]] = []
     init_s = time.perf_counter() - started
 
     bar = tqdm(total=recipe.steps, desc=f"  {cell.describe()}", leave=False, dynamic_ncols=True,
@@ -200,6 +206,10 @@ def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
                 result = evaluate(model, test_loader, acc, eval_timer, expected=len(data.test),
                                   num_classes=card.num_classes)
                 curve.append({"step": step, **result, "train_losses": dict(last_losses)})
+                if val_loader is not None:
+                    val = evaluate(model, val_loader, acc, val_timer, expected=len(val_split),
+                                   num_classes=card.num_classes)
+                    val_curve.append({"step": step, **val})
                 bar.set_postfix(loss=f"{sum(last_losses.values()):.3f}", top1=f"{result['top1']:.1f}")
                 model.train()
                 train_timer.resume()
@@ -210,6 +220,7 @@ def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
 
     final = curve[-1]
     best = max(curve, key=lambda point: point["top1"])
+    selection = val_selection(curve, val_curve)
     ranks = gather_object([asdict(peak)])
     speed = {**train_timer.summary("train"), **eval_timer.summary("eval")}
     return {
@@ -223,6 +234,7 @@ def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
             "top1_best_optimistic": best["top1"],  # selected on the test split: optimistic by design
             "best_step_optimistic": best["step"],
             "curve": curve,
+            **selection,
         },
         "train": {"losses_last": last_losses, "loss_last": sum(last_losses.values()) if last_losses else None},
         "speed": speed,
@@ -230,26 +242,47 @@ def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
         "cost": {"params": n_params, "params_m": n_params / 1e6},
         "data": {
             "root": str(data.root),
-            "n_train": len(data.train),
+            "format": data.format,
+            "n_train": len(train_split),
             "n_test": len(data.test),
             "n_classes": card.num_classes,
-            "split_hashes": data.hashes(),
+            "split_hashes": data.hashes(),  # the lists on disk; a carved train/val is described under "val"
+            "val": val_info,
         },
         "time_split": {"init_s": init_s, "train_s": train_s},
     }
 
 
-def cached_splits(data, recipe, ctx: RunContext) -> dict | None:
-    """Build (main process) then open (every process) the decode-and-resize cache of train and test."""
-    if ctx.cache_dir is None or data.loader is not None:
+def val_selection(curve: list[dict[str, Any]], val_curve: list[dict[str, Any]]) -> dict[str, Any]:
+    """Test top-1 at the evaluation with the best validation top-1 (the earliest on ties)."""
+    if not val_curve:
+        return {}
+    best = max(range(len(val_curve)), key=lambda i: (val_curve[i]["top1"], -i))
+    step = val_curve[best]["step"]
+    test = next(point for point in curve if point["step"] == step)
+    return {"top1_valsel": test["top1"], "top5_valsel": test["top5"], "valsel_step": step,
+            "val_top1_best": val_curve[best]["top1"], "val_curve": val_curve}
+
+
+def cached_splits(roles: dict[str, Any], recipe, ctx: RunContext, dataset: str) -> dict | None:
+    """Build (main process) then open (every process) the decode-and-resize cache of the splits in use.
+
+    Views (carved train/val) are served from their parent's cache, so carving with another seed
+    decodes nothing again.
+    """
+    if ctx.cache_dir is None:
         return None
+    bases = {}
+    for split in roles.values():
+        base = split.parent if split.parent is not None else split
+        bases[base.name] = base
     acc = ctx.accelerator
     if acc.is_main_process:
-        for name in ("train", "test"):
-            resized_images(data.splits[name], recipe.resize_size, ctx.cache_dir, data.name, ctx.progress)
+        for base in bases.values():
+            resized_images(base, recipe.resize_size, ctx.cache_dir, dataset, ctx.progress)
     acc.wait_for_everyone()
-    return {name: resized_images(data.splits[name], recipe.resize_size, ctx.cache_dir, data.name, False)
-            for name in ("train", "test")}
+    return {name: resized_images(base, recipe.resize_size, ctx.cache_dir, dataset, False)
+            for name, base in bases.items()}
 
 
 def _memory_block(ranks: list[dict[str, float | None]]) -> dict[str, Any]:

@@ -37,6 +37,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--img-size", type=int, help="crop size S")
     r.add_argument("--resize-size", type=int, help="Resize((R, R)) before the crop")
     r.add_argument("--grad-accum", type=int)
+    r.add_argument("--val-fraction", type=float, metavar="F",
+                   help="carve this fraction of train (stratified, seeded by the run seed) as a validation split "
+                        "and also report the test top-1 at the best validation top-1 (top1_valsel)")
+    r.add_argument("--val-split", choices=("carved", "shipped"),
+                   help="carved (default: from --val-fraction) or shipped (the dataset's own val split)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other recipe field (repeatable)")
     r.add_argument("--opt", action="append", default=[], metavar="[METHOD.]KEY=VALUE",
                    help="method option, e.g. num_tokens=24 or ffvt.num_tokens=24 (repeatable)")
@@ -52,7 +57,8 @@ def recipe_overrides(args: argparse.Namespace) -> dict:
     flags = {
         "steps": args.steps, "batch_size": args.batch_size, "eval_batch_size": args.eval_batch_size, "lr": args.lr,
         "eval_every": args.eval_every, "warmup_steps": args.warmup_steps, "img_size": args.img_size,
-        "resize_size": args.resize_size, "grad_accum": args.grad_accum,
+        "resize_size": args.resize_size, "grad_accum": args.grad_accum, "val_fraction": args.val_fraction,
+        "val_split": args.val_split,
     }
     out = parse_assignments(args.set, "--set")
     out.update({k: v for k, v in flags.items() if v is not None})

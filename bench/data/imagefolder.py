@@ -24,6 +24,8 @@ LAYOUT = "train/<class>/<image> and test/<class>/ or val/<class>/"
 
 
 def looks_like_imagefolder(path: Path) -> bool:
+    if (path / "dataset_dict.json").is_file():  # a datasets save_to_disk folder also has train/ and test/
+        return False
     return (path / "train").is_dir() and ((path / "test").is_dir() or (path / "val").is_dir())
 
 

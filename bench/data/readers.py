@@ -18,8 +18,9 @@ from bench.data.cards import DatasetCard
 from bench.data.items import DatasetSplits
 from bench.errors import UsageError
 
-# modules whose import registers the built-in formats
-BUILTIN = ("bench.data.ufg", "bench.data.cub", "bench.data.imagefolder", "bench.data.hf")
+# modules whose import registers the built-in formats; detection tries them in this order (the
+# most specific marker files first)
+BUILTIN = ("bench.data.ufg", "bench.data.cub", "bench.data.hf", "bench.data.imagefolder")
 COMMON_OPTIONS = {"path": "exact folder of the dataset (--data-path)", "format": "read the folder as this format"}
 
 ReadFn = Callable[[DatasetCard, Path, Mapping[str, Any]], DatasetSplits]

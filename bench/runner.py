@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from bench import records
 from bench.data import check_files, get_card, open_dataset
 from bench.data.cache import resized_images
+from bench.data.transforms import normalize
 from bench.data.valsplit import choose_val
 from bench.envinfo import environment
 from bench.errors import Diverged, one_line
@@ -178,7 +179,7 @@ def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
             for _ in range(recipe.grad_accum):
                 images, targets = next(batches)
                 with acc.accumulate(model):
-                    out = model(images, targets)
+                    out = model(normalize(images), targets)  # loaders deliver uint8; normalise on the device
                     loss = out["loss"]
                     acc.backward(loss)
                     if acc.sync_gradients and recipe.clip_grad > 0:
@@ -315,7 +316,7 @@ def evaluate(model, loader, acc: Accelerator, timer: StepTimer, expected: int, n
     count = 0
     timer.resume()
     for index, (images, targets) in enumerate(loader):
-        out = model(images)
+        out = model(normalize(images))
         views = {"main": out["logits"], **out.get("views", {})}
         topk = {name: logits.float().topk(k, dim=1).indices for name, logits in views.items()}
         losses = F.cross_entropy(out["logits"].float(), targets, reduction="none")

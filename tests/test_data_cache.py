@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 import layouts
 from bench.data import get_card, open_dataset
 from bench.data.cache import resized_images
+from bench.data.transforms import normalize, reference_test_input
 from bench.data.valsplit import carve
 from bench.loaders import split_dataset
 from bench.recipe import Recipe
@@ -49,14 +51,17 @@ def test_cached_test_transform_is_bit_identical(tmp_path):
         assert resized.shape == (len(split), 29, 29, 3) and resized.dtype == np.uint8
         direct = stack(split_dataset(split, "test", recipe))
         cached = stack(split_dataset(split, "test", recipe, {split.name: resized}))
-        assert direct.shape == (len(split), 3, 24, 24)
+        assert direct.shape == (len(split), 3, 24, 24) and direct.dtype == torch.uint8
         assert torch.equal(direct, cached)
+        reference = torch.stack([reference_test_input(split.open(i), recipe) for i in range(len(split))])
+        assert torch.equal(normalize(cached), reference)  # what the model sees, bit for bit
 
 
-def test_cached_train_transform_matches_under_the_same_rng(tmp_path):
+@pytest.mark.parametrize("jitter", [0.0, 0.4])
+def test_cached_train_transform_matches_under_the_same_rng(tmp_path, jitter):
     photo_dataset(tmp_path / "cotton", count_per_class=1)
     split = open_dataset(get_card("cotton"), tmp_path).train
-    recipe = Recipe(img_size=24, resize_size=29, batch_size=4, color_jitter=0.4)
+    recipe = Recipe(img_size=24, resize_size=29, batch_size=4, color_jitter=jitter)
     resized = resized_images(split, recipe.resize_size, tmp_path / "cache", "cotton", progress=False)
     torch.manual_seed(3)
     direct = stack(split_dataset(split, "train", recipe))

@@ -77,19 +77,26 @@ def reference_test_tensor(image: Image.Image, resize: int, crop: int) -> torch.T
 
 def test_test_transform_matches_the_reference_pipeline():
     rng = np.random.default_rng(0)
-    image = Image.fromarray(rng.integers(0, 256, (53, 71, 3), dtype=np.uint8))
-    got = transforms.test_transform(Recipe(img_size=32, resize_size=41))(image)
-    assert got.shape == (3, 32, 32) and got.dtype == torch.float32
-    assert torch.allclose(got.double(), reference_test_tensor(image, 41, 32), atol=1e-5)
+    images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in ((53, 71), (90, 41))]
+    recipe = Recipe(img_size=32, resize_size=41)
+    batch = torch.stack([transforms.test_transform(recipe)(img) for img in images])
+    assert batch.dtype == torch.uint8 and batch.shape == (2, 3, 32, 32)
+    model_input = transforms.normalize(batch)  # what the runner does on the device, for the whole batch
+    for got, img in zip(model_input, images):
+        assert torch.equal(got, transforms.reference_test_input(img, recipe))  # the per-image float pipeline
+        assert torch.allclose(got.double(), reference_test_tensor(img, 41, 32), atol=1e-5)
 
 
 def test_train_transform_follows_the_recipe():
-    ops = lambda recipe: [type(t) for t in transforms.train_transform(recipe).transforms]  # noqa: E731
-    plain = ops(Recipe(img_size=32, resize_size=40))
-    assert plain[:3] == [v2.Resize, v2.RandomCrop, v2.RandomHorizontalFlip]
-    jitter = ops(Recipe(img_size=32, resize_size=40, color_jitter=0.4))
-    assert jitter[:4] == [v2.Resize, v2.RandomCrop, v2.ColorJitter, v2.RandomHorizontalFlip]
-    cached = [type(t) for t in transforms.train_transform(Recipe(img_size=32, resize_size=40), resized=True).transforms]
-    assert cached[0] is v2.RandomCrop  # the cache already did the Resize
-    out = transforms.train_transform(Recipe(img_size=32, resize_size=40))(Image.new("RGB", (90, 60)))
-    assert out.shape == (3, 32, 32)
+    def ops(recipe, resized=False):
+        return [type(t) for t in transforms.train_transform(recipe, resized=resized).transforms]
+
+    plain = Recipe(img_size=32, resize_size=40)
+    jitter = Recipe(img_size=32, resize_size=40, color_jitter=0.4)
+    assert ops(plain) == [v2.Resize, v2.RandomCrop, v2.RandomHorizontalFlip, v2.ToImage]
+    assert ops(jitter) == [v2.Resize, v2.RandomCrop, v2.ColorJitter, v2.RandomHorizontalFlip, v2.ToImage]
+    assert ops(plain, resized=True) == [v2.RandomCrop, v2.RandomHorizontalFlip, v2.ToImage]  # the cache did the Resize
+    assert ops(jitter, resized=True) == [v2.RandomCrop, v2.ToPILImage, v2.ColorJitter, v2.RandomHorizontalFlip,
+                                         v2.ToImage]  # PIL's jitter arithmetic, as the originals
+    out = transforms.train_transform(plain)(Image.new("RGB", (90, 60)))
+    assert out.shape == (3, 32, 32) and out.dtype == torch.uint8

@@ -5,15 +5,16 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import numpy as np
-from PIL import Image
+import torch
 from torch.utils.data import Dataset
+from torchvision import tv_tensors
 
 from bench.data.images import open_rgb  # noqa: F401  (re-exported: the decoder every reader uses)
 from bench.data.items import Split
 
 
 class CachedImageDataset(Dataset):
-    """Images read from the decode-and-resize cache; the transform starts after the Resize."""
+    """Images read from the decode-and-resize cache as uint8 CHW tensors; the transform starts after the Resize."""
 
     def __init__(self, resized, labels: Sequence[int], transform: Callable | None = None):
         self.resized = resized  # [N, R, R, 3] uint8, usually a read-only memmap
@@ -24,7 +25,8 @@ class CachedImageDataset(Dataset):
         return len(self.labels)
 
     def __getitem__(self, index: int):
-        image = Image.fromarray(np.asarray(self.resized[index]))  # the same PIL image Resize produced
+        pixels = torch.from_numpy(np.array(self.resized[index]))  # a copy: the memmap is read-only
+        image = tv_tensors.Image(pixels.permute(2, 0, 1))  # the pixels Resize produced, as CHW
         if self.transform is not None:
             image = self.transform(image)
         return image, self.labels[index]

@@ -9,14 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-import layouts
+from tests import layouts
 from bench.data import get_card, open_dataset
 from bench.data.cache import resized_images
 from bench.data.transforms import normalize, reference_test_input
 from bench.data.valsplit import carve
 from bench.loaders import split_dataset
 from bench.recipe import Recipe
-from conftest import run_bench
+from tests.conftest import run_bench
 
 
 def photo_dataset(root, count_per_class=2):

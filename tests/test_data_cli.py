@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import layouts
-from conftest import run_bench
+from tests import layouts
+from tests.conftest import run_bench
 
 
 def one_error_line(result) -> str:

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-import layouts
-from conftest import REPO, cli_env
+from tests import layouts
+from tests.conftest import REPO, cli_env
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-import layouts
+from tests import layouts
 from bench.data import get_card, open_dataset
 from bench.errors import DatasetError, UsageError
 
@@ -204,7 +204,8 @@ def test_hf_string_labels_map_over_the_full_label_set(tmp_path, hf_cache):
 
     path = layouts.write_parquet(tmp_path / "c.parquet", 80, string_labels=True)
     table = pq.read_table(path)
-    keep = [not (s == "train" and l == "name_000") for s, l in zip(table["split"].to_pylist(), table["label"].to_pylist())]
+    rows = zip(table["split"].to_pylist(), table["label"].to_pylist())
+    keep = [not (split == "train" and label == "name_000") for split, label in rows]
     pq.write_table(table.filter(keep), path)  # train lacks class 0; test still has it
     data = open_dataset(get_card("cotton"), tmp_path, {"path": str(path)})
     assert min(data.train.labels) == 1 and min(data.test.labels) == 0  # one index per name over all splits

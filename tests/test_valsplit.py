@@ -15,7 +15,7 @@ from bench.errors import UsageError
 from bench.loaders import build_loaders, forever
 from bench.recipe import Recipe
 from bench.runner import val_selection
-from conftest import run_bench
+from tests.conftest import run_bench
 
 
 def split_with(counts: list[int]) -> Split:

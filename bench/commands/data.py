@@ -83,7 +83,8 @@ def render(report) -> str:
         lines += ["  " + line for line in table.splitlines()]
     for s in report.splits.values():
         if s.missing_first:
-            lines.append(f"  missing in {s.name}: {', '.join(s.missing_first)}{' ...' if s.missing > len(s.missing_first) else ''}")
+            more = " ..." if s.missing > len(s.missing_first) else ""
+            lines.append(f"  missing in {s.name}: {', '.join(s.missing_first)}{more}")
         if s.unreadable_first:
             lines.append(f"  unreadable in {s.name}: {'; '.join(s.unreadable_first)}"
                          f"{' ...' if s.unreadable > len(s.unreadable_first) else ''}")

@@ -49,7 +49,7 @@ def locate(card: DatasetCard, data_root: Path, options: Mapping[str, Any]):
                     reader = other
                     break
     if root is None:
-        raise not_found(card, base, flag, reader.layout)
+        raise not_found(card, base, flag, reader.layout, reader.title)
     return reader, root, notes, {}
 
 

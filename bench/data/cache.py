@@ -4,7 +4,8 @@ memory-mapped `.npy`, and fed to the rest of the transform with identical pixels
 
 The cache key covers the split list and each file's size and modification time (for images held
 inside dataset files, those files' sizes and times), so an edited image or list builds a new
-cache. Views of a split (the carved train/val parts) read their parent's cache. Files are built beside their final name and renamed, so a
+cache. Views of a split (the carved train/val parts) read their parent's cache. Files are built
+beside their final name and renamed, so a
 killed build leaves nothing half-written behind.
 """
 

@@ -117,7 +117,8 @@ def inspect(card: DatasetCard, data: DatasetSplits, decode: bool, progress: bool
             problems.append(f"{stats.unreadable} of {stats.images} images of the {name} split cannot be "
                                  f"decoded, e.g. {', '.join(stats.unreadable_first)}")
         if stats.expected is not None and stats.expected != stats.images:
-            report.warnings.append(f"{card.name}: the {name} split has {stats.images} images; the card expects {stats.expected}")
+            report.warnings.append(f"{card.name}: the {name} split has {stats.images} images; "
+                                   f"the card expects {stats.expected}")
     train = report.splits.get("train")
     if train is not None and train.classes_seen != card.num_classes:
         problems.append(f"the train split has images of {train.classes_seen} classes but the card says "

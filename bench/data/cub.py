@@ -46,7 +46,8 @@ def read_index(path: Path) -> tuple[dict[str, str], dict[str, str]]:
             raise DatasetError(f"{path}:{lineno}: expected '<image_id> <value>', got {line!r}")
         key, value = parts[0], parts[1].strip()
         if key in values:
-            raise DatasetError(f"{path}:{lineno}: image id {key} appears twice (first at line {where[key].rsplit(':', 1)[1]})")
+            first = where[key].rsplit(":", 1)[1]
+            raise DatasetError(f"{path}:{lineno}: image id {key} appears twice (first at line {first})")
         values[key] = value
         where[key] = f"{path}:{lineno}"
     if not values:
@@ -68,7 +69,9 @@ def class_names(root: Path, num_classes: int) -> list[str] | None:
     return [names[k] for k in sorted(names, key=_id_order)]
 
 
-@register_reader("cub", looks_like=looks_like_cub, layout=LAYOUT, options={"label_offset": 1})
+@register_reader(
+    "cub", title="CUB-200-2011", looks_like=looks_like_cub, layout=LAYOUT, options={"label_offset": 1}
+)
 def read_cub(card: DatasetCard, root: Path, options: Mapping[str, Any]) -> DatasetSplits:
     images, _ = read_index(root / "images.txt")
     labels, label_where = read_index(root / "image_class_labels.txt")
@@ -78,8 +81,9 @@ def read_cub(card: DatasetCard, root: Path, options: Mapping[str, Any]) -> Datas
         extra = [k for k in other if k not in images]
         if missing or extra:
             which, ids = ("has no line for", missing) if missing else ("lists ids absent from images.txt:", extra)
-            raise DatasetError(f"{root / name} {which} image id(s) {', '.join(sorted(ids, key=_id_order)[:5])}"
-                               f"{' ...' if len(ids) > 5 else ''} ({len(ids)} in all); the CUB index files must list the same ids")
+            shown = ", ".join(sorted(ids, key=_id_order)[:5]) + (" ..." if len(ids) > 5 else "")
+            raise DatasetError(f"{root / name} {which} image id(s) {shown} ({len(ids)} in all); "
+                               "the CUB index files must list the same ids")
     ids = sorted(images, key=_id_order)
     raw = [parse_int(labels[k], label_where[k]) for k in ids]
     zero = zero_based(raw, [label_where[k] for k in ids], card.num_classes, int(options["label_offset"]), card.name)

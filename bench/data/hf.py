@@ -126,7 +126,7 @@ def label_names(parts: Mapping[str, Any], column: str, raw: Mapping[str, list]) 
     return None
 
 
-@register_reader("hf", looks_like=looks_like_hf, layout=LAYOUT, options={
+@register_reader("hf", title="Hugging Face datasets", looks_like=looks_like_hf, layout=LAYOUT, options={
     "image_column": "image", "label_column": "label", "split_column": "split", "label_offset": 0, "files": "",
     "cache_dir": "",
 })

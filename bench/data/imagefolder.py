@@ -47,7 +47,7 @@ def split_dirs(root: Path, options: Mapping[str, Any]) -> dict[str, Path]:
     return dirs
 
 
-@register_reader("imagefolder", looks_like=looks_like_imagefolder, layout=LAYOUT,
+@register_reader("imagefolder", title="ImageFolder", looks_like=looks_like_imagefolder, layout=LAYOUT,
                  options={"train_dir": "", "test_dir": "", "val_dir": ""})
 def read_imagefolder(card: DatasetCard, root: Path, options: Mapping[str, Any]) -> DatasetSplits:
     from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset  # imports torch: only when used

@@ -43,7 +43,8 @@ def generate_jpegs(folder: Path, count: int, size: tuple[int, int], seed: int = 
     """`count` JPEGs of `size` cut from scikit-image's sample photographs (real image statistics)."""
     import skimage.data
 
-    photos = [np.asarray(getattr(skimage.data, name)())[..., :3] for name in ("astronaut", "coffee", "chelsea", "rocket")]
+    photos = [np.asarray(getattr(skimage.data, name)())[..., :3]
+              for name in ("astronaut", "coffee", "chelsea", "rocket")]
     rng = np.random.default_rng(seed)
     width, height = size
     folder.mkdir(parents=True, exist_ok=True)

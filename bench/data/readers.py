@@ -32,16 +32,17 @@ class Reader:
     read: ReadFn
     looks_like: Callable[[Path], bool]
     layout: str  # what the folder must contain, for messages
+    title: str  # the layout's usual name, for messages
     options: Mapping[str, Any] = field(default_factory=dict)  # option -> default
 
 
 READERS: dict[str, Reader] = {}
 
 
-def register_reader(fmt: str, *, looks_like: Callable[[Path], bool], layout: str,
+def register_reader(fmt: str, *, looks_like: Callable[[Path], bool], layout: str, title: str,
                     options: Mapping[str, Any] | None = None) -> Callable[[ReadFn], ReadFn]:
     def deco(fn: ReadFn) -> ReadFn:
-        READERS[fmt] = Reader(fmt, fn, looks_like, layout, dict(options or {}))
+        READERS[fmt] = Reader(fmt, fn, looks_like, layout, title, dict(options or {}))
         return fn
 
     return deco

@@ -68,10 +68,12 @@ def require_base(card: DatasetCard, base: Path, flag: str, layout: str) -> None:
                            f"{card.name} ({layout})")
 
 
-def not_found(card: DatasetCard, base: Path, flag: str, layout: str) -> DatasetError:
+def not_found(card: DatasetCard, base: Path, flag: str, layout: str, title: str) -> DatasetError:
+    if flag == "--data-path":
+        return DatasetError(f"--data-path {card.name}={base} is not a {title} dataset folder, nor holds one (directly "
+                            f"or one wrapper folder deeper); expected {layout}")
     names = ", ".join([card.name, *card.aliases])
     return DatasetError(
         f"dataset {card.name!r} not found under {flag} {base}: expected the folder itself, or a folder named one "
-        f"of [{names}] (or one wrapper folder deeper), containing {layout}"
-        + ("" if flag == "--data-path" else f" (or --data-path {card.name}=DIR)")
+        f"of [{names}] (or one wrapper folder deeper), containing {layout} (or --data-path {card.name}=DIR)"
     )

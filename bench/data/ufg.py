@@ -53,7 +53,9 @@ def parse_anno(path: Path, num_classes: int, label_offset: int = 1, dataset: str
     return list(zip(paths, zero_based(raw, where, num_classes, label_offset, dataset or path.parent.parent.name)))
 
 
-@register_reader("ufg", looks_like=looks_like_ufg, layout=LAYOUT, options={"label_offset": 1})
+@register_reader(
+    "ufg", title="UFG", looks_like=looks_like_ufg, layout=LAYOUT, options={"label_offset": 1}
+)
 def read_ufg(card: DatasetCard, root: Path, options: Mapping[str, Any]) -> DatasetSplits:
     out = DatasetSplits(name=card.name, root=root, num_classes=card.num_classes, format="ufg")
     for split in SPLITS:

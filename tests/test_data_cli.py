@@ -151,3 +151,14 @@ def test_grayscale_16bit_and_palette_images_pass_the_decode_check(tmp_path):
     result = run_bench("data", "--datasets", "cotton", "--data-root", str(tmp_path), "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["datasets"][0]["splits"]["train"]["unreadable"] == 0
+
+
+def test_data_opt_on_a_group_applies_to_every_member(tmp_path):
+    for r in (1, 3, 4, 5, 6):
+        layouts.write_ufg(tmp_path / f"R{r}", 198, base=0)
+    result = run_bench("data", "--datasets", "soyageing", "--data-root", str(tmp_path), "--data-opt",
+                       "soyageing.label_offset=0", "--no-decode", "--json")
+    assert result.returncode == 0, result.stderr
+    assert [d["splits"]["test"]["label_min"] for d in json.loads(result.stdout)["datasets"]] == [0] * 5
+    line = one_error_line(run_bench("data", "--datasets", "soyageing", "--data-path", f"soyageing={tmp_path}"))
+    assert "soyageing is a group of soyageing_r1" in line

@@ -239,3 +239,9 @@ def test_hf_configurable_columns(tmp_path, hf_cache):
     data = open_dataset(get_card("cotton"), tmp_path, {"path": str(path), "image_column": "png", "label_column": "y",
                                                        "split_column": "part"})
     assert_paired(data.train)
+
+
+def test_hf_damaged_parquet_is_a_dataset_error(tmp_path, hf_cache):
+    (tmp_path / "c.parquet").write_bytes(b"PAR1 not really parquet")
+    with pytest.raises(DatasetError, match=r"cotton: .*reading the parquet files failed"):
+        open_dataset(get_card("cotton"), tmp_path, {"path": str(tmp_path / "c.parquet")})

@@ -32,12 +32,18 @@ def data_options(args: argparse.Namespace) -> dict[str, dict]:
 
     out: dict[str, dict] = {}
     for name, path in parse_assignments(args.data_path, "--data-path").items():
-        out.setdefault(get_card(name).name, {})["path"] = str(path)
+        card = get_card(name)
+        if card.is_group:
+            raise UsageError(f"--data-path names one dataset, and {card.name} is a group of {', '.join(card.members)}; "
+                             "use --data-root, or one --data-path per member")
+        out.setdefault(card.name, {})["path"] = str(path)
     for target, value in parse_assignments(args.data_opt, "--data-opt").items():
         name, dot, key = target.rpartition(".")
         if not dot or not name or not key:
             raise UsageError(f"--data-opt expects NAME.KEY=VALUE (e.g. cotton.label_offset=0), got {target!r}")
-        out.setdefault(get_card(name).name, {})[key] = value
+        card = get_card(name)
+        for member in card.members or (card.name,):  # an option for a group applies to each member
+            out.setdefault(get_card(member).name, {})[key] = value
     return out
 
 

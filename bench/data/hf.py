@@ -66,7 +66,10 @@ def load_parts(root: Path, options: Mapping[str, Any]) -> tuple[dict[str, Any], 
 
     datasets.disable_progress_bars()
     if (root / "dataset_dict.json").is_file() or (root / "state.json").is_file():
-        loaded = datasets.load_from_disk(str(root))
+        try:
+            loaded = datasets.load_from_disk(str(root))
+        except Exception as exc:  # a damaged save_to_disk folder is a broken dataset, not a crash
+            raise DatasetError(f"{root}: datasets.load_from_disk failed: {type(exc).__name__}: {exc}") from None
         parts = dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {WHOLE: loaded}
         return parts, fingerprint(sorted(p for p in root.rglob("*") if p.is_file()))
     files = parquet_files(root, options["files"])
@@ -79,7 +82,10 @@ def load_parts(root: Path, options: Mapping[str, Any]) -> tuple[dict[str, Any], 
     if WHOLE in by_split and len(by_split) > 1:
         raise DatasetError(f"{root}: some parquet files are named after a split and others are not "
                            f"({', '.join(Path(p).name for p in by_split[WHOLE][:3])}); pass --data-opt NAME.files=GLOB")
-    loaded = datasets.load_dataset("parquet", data_files=by_split, cache_dir=options["cache_dir"] or None)
+    try:
+        loaded = datasets.load_dataset("parquet", data_files=by_split, cache_dir=options["cache_dir"] or None)
+    except Exception as exc:  # unreadable or mismatched parquet files
+        raise DatasetError(f"{root}: reading the parquet files failed: {type(exc).__name__}: {exc}") from None
     return dict(loaded), fingerprint(files)
 
 

@@ -245,3 +245,33 @@ def test_hf_damaged_parquet_is_a_dataset_error(tmp_path, hf_cache):
     (tmp_path / "c.parquet").write_bytes(b"PAR1 not really parquet")
     with pytest.raises(DatasetError, match=r"cotton: .*reading the parquet files failed"):
         open_dataset(get_card("cotton"), tmp_path, {"path": str(tmp_path / "c.parquet")})
+
+
+def test_hf_image_column_of_relative_paths(tmp_path, hf_cache):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [(f"pics/{split}_{label}.png", label, split, index)
+            for index, (split, label) in enumerate((s, c) for s in ("train", "test") for c in range(80))]
+    for rel, label, _, index in rows:
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        layouts.image(label, index).save(tmp_path / rel)
+    pq.write_table(pa.table({"image": [r[0] for r in rows], "label": [r[1] for r in rows],
+                             "split": [r[2] for r in rows]}), tmp_path / "index.parquet")
+    data = open_dataset(get_card("cotton"), tmp_path, {"path": str(tmp_path), "format": "hf"})
+    assert_paired(data.test)
+
+
+def test_reader_options_layer_card_blocks_under_the_command_line():
+    from pathlib import Path
+
+    from bench.data.cards import DatasetCard
+    from bench.data.readers import get_reader, reader_options
+
+    card = DatasetCard(name="x", title="x", format="ufg", num_classes=3, path=Path("x.yaml"),
+                       reader={"label_offset": 0, "hf": {"label_column": "y", "label_offset": 1}})
+    assert reader_options(card, get_reader("ufg"), {}) == {"label_offset": 0}
+    hf = reader_options(card, get_reader("hf"), {"image_column": "png", "path": "/somewhere"})
+    assert (hf["label_column"], hf["label_offset"], hf["image_column"]) == ("y", 1, "png")  # flat keys are ufg's
+    with pytest.raises(UsageError, match=r"reader option 'label_offset' \(--data-opt x.KEY\) must be int"):
+        reader_options(card, get_reader("ufg"), {"label_offset": "one"})

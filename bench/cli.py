@@ -20,6 +20,7 @@ COMMANDS = {
     "run": "run a benchmark matrix (the default command)",
     "list": "methods (with variants and options) and datasets (with aliases)",
     "report": "rebuild leaderboard tables from the records",
+    "data": "verify datasets on disk and print their statistics (--benchmark: input-pipeline speed)",
 }
 
 

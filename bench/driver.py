@@ -20,7 +20,9 @@ from accelerate.utils import broadcast_object_list
 from tqdm.auto import tqdm
 
 from bench import records
-from bench.data import check_files, get_card, materialize, open_dataset
+from bench.data import get_card, materialize
+from bench.data.checks import check_dataset
+from bench.data.valsplit import choose_val
 from bench.errors import UsageError
 from bench.matrix import Cell, pending_cells
 from bench.report import leaderboard, render_markdown, runs_frame
@@ -56,26 +58,45 @@ class MatrixOutcome:
         return 0 if all(s == "ok" for s in self.statuses.values()) else 1
 
 
-def preflight(cells: list[Cell], ctx: RunContext) -> None:
-    """Check every dataset of the matrix before the first cell: bad data fails in seconds (exit 2)."""
-    acc = ctx.accelerator
+def check_matrix_data(cells: list[Cell], data_root: Path, data_options: dict, warn=print) -> None:
+    """Check every dataset of the matrix before the first cell: bad data fails in seconds (exit 2).
+
+    The checks are `bench.py data`'s without decoding images: split lists parse, labels are in
+    range, every listed file exists, the train split covers the classes; then each cell's
+    validation split can be made and its train split still fills a global batch. Generated
+    datasets (the demo) must already be materialised.
+    """
     seen: dict[str, object] = {}
     for cell in cells:
         if cell.dataset not in seen:
             card = get_card(cell.dataset)
-            if acc.is_main_process:
-                materialize(card, ctx.data_root)
-            acc.wait_for_everyone()
-            data = open_dataset(card, ctx.data_root, ctx.data_options.get(card.name))
-            check_files(data)
+            report, data = check_dataset(card, data_root, data_options.get(card.name), decode=False)
+            report.raise_if_broken()
+            for warning in report.warnings:
+                warn(f"fgbench: warning: {warning}", file=sys.stderr)
             seen[cell.dataset] = data
         data = seen[cell.dataset]
+        train, _, _ = choose_val(data, cell.recipe, cell.seed)
         global_batch = cell.recipe.batch_size * cell.world_size
-        if len(data.train) < global_batch:
+        if len(train) < global_batch:
             raise UsageError(
-                f"{cell.dataset}: the train split has {len(data.train)} images, fewer than one global batch "
+                f"{cell.dataset}: the train split has {len(train)} images, fewer than one global batch "
                 f"({cell.recipe.batch_size} per device x {cell.world_size}); lower --batch-size"
             )
+
+
+def materialize_all(cells: list[Cell], data_root: Path) -> None:
+    for name in dict.fromkeys(c.dataset for c in cells):
+        materialize(get_card(name), data_root)
+
+
+def preflight(cells: list[Cell], ctx: RunContext) -> None:
+    """The main process generates what must be generated; then every rank checks the data."""
+    acc = ctx.accelerator
+    if acc.is_main_process:
+        materialize_all(cells, ctx.data_root)
+    acc.wait_for_everyone()
+    check_matrix_data(cells, ctx.data_root, ctx.data_options, warn=acc.print)
 
 
 def split_by_process(cells: list[Cell], acc: Accelerator) -> tuple[list[Cell], list[Cell]]:

@@ -1,23 +1,29 @@
 """DataLoaders for one cell, and the resumable stream of training batches.
 
 Training order: a permutation per epoch drawn from a generator seeded with the run seed; full
-batches only. Augmentation: seeded per sample (see `bench.data.sampling`). Evaluation: the test
-split in order, every sample exactly once (accelerate's `gather_for_metrics` drops the padding).
+batches only. Augmentation: seeded per sample (see `bench.data.sampling`). Evaluation: each split
+in order, every sample exactly once (accelerate's `gather_for_metrics` drops the padding). Every
+loader has its own generator seeded from the run seed, so loader workers' seeds derive from it and
+iterating an evaluation loader never draws from the global RNG (which would make the training
+randomness depend on how often one evaluates). Under `accelerate launch` the prepared train loader
+shards each epoch's batches over the ranks, and accelerate keeps the generator in step across ranks.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from bench.data.dataset import CachedImageDataset, ImageListDataset
-from bench.data.items import DatasetSplits
+from bench.data.items import Split
 from bench.data.sampling import EpochRandomSampler, SampleSeeded
 from bench.data.transforms import test_transform, train_transform
+
+ROLE_STREAM = {"train": 0, "test": 1, "val": 2}  # offsets the seed of each role's generator (train: the seed)
 
 
 def seed_worker(worker_id: int) -> None:
@@ -27,31 +33,44 @@ def seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-def build_datasets(data: DatasetSplits, recipe, resized: dict | None = None):
-    """Train and test Datasets; `resized` maps split name -> decode-and-resize cache array."""
-    if resized:
-        return (CachedImageDataset(resized["train"], data.train.labels, train_transform(recipe, resized=True)),
-                CachedImageDataset(resized["test"], data.test.labels, test_transform(recipe, resized=True)))
-    return (ImageListDataset(data.train, train_transform(recipe), data.loader),
-            ImageListDataset(data.test, test_transform(recipe), data.loader))
+def split_dataset(split: Split, role: str, recipe, resized: Mapping[str, np.ndarray] | None = None) -> Dataset:
+    """The Dataset of one split for a role (train: random crop etc.; test/val: centre crop).
+
+    `resized` maps a (parent) split name to its decode-and-resize cache array; a view of a split
+    (the carved train/val parts) is a `Subset` of its parent's Dataset, so both share one cache.
+    """
+    make = train_transform if role == "train" else test_transform
+    base = split.parent if split.parent is not None else split
+    if resized is not None and base.name in resized:
+        dataset = CachedImageDataset(resized[base.name], base.labels, make(recipe, resized=True))
+    else:
+        dataset = ImageListDataset(base, make(recipe))
+    return Subset(dataset, split.indices) if split.parent is not None else dataset
 
 
-def build_loaders(data: DatasetSplits, recipe, seed: int, workers: int, device: torch.device,
-                  resized: dict | None = None) -> tuple[DataLoader, DataLoader]:
-    """Train loader (epoch permutations from the run seed, full batches only) and test loader."""
-    train_set, test_set = build_datasets(data, recipe, resized)
-    generator = torch.Generator()
-    generator.manual_seed(seed)
-    common = dict(
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=workers > 0,
-        worker_init_fn=seed_worker if workers > 0 else None,
-    )
-    train = DataLoader(SampleSeeded(train_set, seed), batch_size=recipe.batch_size, drop_last=True,
-                       sampler=EpochRandomSampler(len(train_set), generator), generator=generator, **common)
-    test = DataLoader(test_set, batch_size=recipe.eval_batch_size, shuffle=False, drop_last=False, **common)
-    return train, test
+def build_loaders(splits: Mapping[str, Split], recipe, seed: int, workers: int, device: torch.device,
+                  resized: Mapping[str, np.ndarray] | None = None) -> dict[str, DataLoader]:
+    """One loader per role in `splits`: "train" in epoch permutations with full batches only (and
+    per-sample augmentation seeds), "test" and "val" in order."""
+    loaders = {}
+    for role, split in splits.items():
+        generator = torch.Generator()
+        generator.manual_seed(seed + 7919 * ROLE_STREAM[role])
+        dataset = split_dataset(split, role, recipe, resized)
+        common = dict(
+            generator=generator,
+            num_workers=workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=workers > 0,
+            worker_init_fn=seed_worker if workers > 0 else None,
+        )
+        if role == "train":
+            loaders[role] = DataLoader(SampleSeeded(dataset, seed), batch_size=recipe.batch_size, drop_last=True,
+                                       sampler=EpochRandomSampler(len(dataset), generator), **common)
+        else:
+            loaders[role] = DataLoader(dataset, batch_size=recipe.eval_batch_size, shuffle=False, drop_last=False,
+                                       **common)
+    return loaders
 
 
 def _find_sampler(loader) -> EpochRandomSampler:

@@ -17,6 +17,7 @@ from bench.errors import UsageError
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "linear", "constant")
+VAL_SPLITS = ("carved", "shipped")
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,10 @@ class Recipe:
     color_jitter: float = 0.0  # ColorJitter(b, c, s) strength; 0 disables it
     hflip: bool = True
     label_smoothing: float = 0.0
+    # model selection on a validation split (bench/data/valsplit.py): carve this fraction of train
+    # (stratified, seeded by the run seed), or use the split the dataset ships
+    val_fraction: float = 0.0
+    val_split: str = "carved"
 
     def __post_init__(self) -> None:
         problems = []
@@ -59,6 +64,12 @@ class Recipe:
             problems.append(f"schedule must be one of {', '.join(SCHEDULES)} (got {self.schedule!r})")
         if self.lr_step_offset not in (0, 1):
             problems.append(f"lr_step_offset must be 0 or 1 (got {self.lr_step_offset})")
+        if not 0.0 <= self.val_fraction < 1.0:
+            problems.append(f"val_fraction must be in [0, 1) (got {self.val_fraction})")
+        if self.val_split not in VAL_SPLITS:
+            problems.append(f"val_split must be one of {', '.join(VAL_SPLITS)} (got {self.val_split!r})")
+        if self.val_split == "shipped" and self.val_fraction > 0:
+            problems.append("val_fraction carves a split from train, so it cannot be combined with val_split shipped")
         if not self.lr > 0:
             problems.append(f"lr must be > 0 (got {self.lr})")
         if problems:

@@ -27,6 +27,8 @@ from tqdm.auto import tqdm
 from bench import checkpoint, records
 from bench.data import check_files, get_card, open_dataset
 from bench.data.cache import resized_images
+from bench.data.transforms import normalize
+from bench.data.valsplit import choose_val
 from bench.envinfo import environment
 from bench.errors import Diverged, one_line
 from bench.loaders import BatchStream, build_loaders
@@ -144,17 +146,36 @@ def run_cell(cell: Cell, ctx: RunContext) -> dict[str, Any]:
     return record
 
 
-def cached_splits(data, recipe, ctx: RunContext) -> dict | None:
-    """Build (main process) then open (every process) the decode-and-resize cache of train and test."""
-    if ctx.cache_dir is None or data.loader is not None:
+def val_selection(curve: list[dict[str, Any]], val_curve: list[dict[str, Any]]) -> dict[str, Any]:
+    """Test top-1 at the evaluation with the best validation top-1 (the earliest on ties)."""
+    if not val_curve:
+        return {}
+    best = max(range(len(val_curve)), key=lambda i: (val_curve[i]["top1"], -i))
+    step = val_curve[best]["step"]
+    test = next(point for point in curve if point["step"] == step)
+    return {"top1_valsel": test["top1"], "top5_valsel": test["top5"], "valsel_step": step,
+            "val_top1_best": val_curve[best]["top1"], "val_curve": val_curve}
+
+
+def cached_splits(roles: dict[str, Any], recipe, ctx: RunContext, dataset: str) -> dict | None:
+    """Build (main process) then open (every process) the decode-and-resize cache of the splits in use.
+
+    Views (carved train/val) are served from their parent's cache, so carving with another seed
+    decodes nothing again.
+    """
+    if ctx.cache_dir is None:
         return None
+    bases = {}
+    for split in roles.values():
+        base = split.parent if split.parent is not None else split
+        bases[base.name] = base
     acc = ctx.accelerator
     if acc.is_main_process:
-        for name in ("train", "test"):
-            resized_images(data.splits[name], recipe.resize_size, ctx.cache_dir, data.name, ctx.progress)
+        for base in bases.values():
+            resized_images(base, recipe.resize_size, ctx.cache_dir, dataset, ctx.progress)
     acc.wait_for_everyone()
-    return {name: resized_images(data.splits[name], recipe.resize_size, ctx.cache_dir, data.name, False)
-            for name in ("train", "test")}
+    return {name: resized_images(base, recipe.resize_size, ctx.cache_dir, dataset, False)
+            for name, base in bases.items()}
 
 
 def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
@@ -165,6 +186,8 @@ def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
     card = get_card(cell.dataset)
     data = open_dataset(card, ctx.data_root, ctx.data_options.get(card.name))
     check_files(data)
+    train_split, val_split, val_info = choose_val(data, cell.recipe, cell.seed)  # own RNG: the global stream is untouched
+    roles = {"train": train_split, "test": data.test, **({"val": val_split} if val_split is not None else {})}
     adapter = get_method(cell.method)
     model = adapter.build(card.num_classes, cell.backbone, cell.options, cell.recipe)
     n_params = sum(p.numel() for p in model.parameters())
@@ -173,11 +196,12 @@ def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
         recipe, halvings = fit_batch(model, cell.recipe, card.num_classes, acc)
     optimizer = build_optimizer(adapter.param_groups(model, recipe), recipe)
     scheduler = build_scheduler(optimizer, recipe)
-    resized = cached_splits(data, recipe, ctx)
-    train_loader, test_loader = build_loaders(data, recipe, cell.seed, ctx.workers, acc.device, resized)
+    resized = cached_splits(roles, recipe, ctx, data.name)
+    loaders = build_loaders(roles, recipe, cell.seed, ctx.workers, acc.device, resized)
 
     memory = PeakMemory(acc.device).start()
-    model, optimizer, train_loader, test_loader = acc.prepare(model, optimizer, train_loader, test_loader)
+    model, optimizer, train_loader, test_loader = acc.prepare(model, optimizer, loaders["train"], loaders["test"])
+    val_loader = acc.prepare(loaders["val"]) if "val" in loaders else None
     acc.gradient_accumulation_steps = recipe.grad_accum
     acc.gradient_state.plugin_kwargs.update({"sync_with_dataloader": False})
     dtype = input_dtype(acc)
@@ -187,23 +211,24 @@ def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
     saved = checkpoint.load_progress(ckpt_dir, cell.cell_id)
     if saved is not None and saved.get("per_device_batch") != recipe.batch_size:
         saved = None  # the batch had to change (another device): the data position no longer applies
-    start_step, curve, last_losses = 0, [], {}
+    start_step, curve, val_curve, last_losses = 0, [], [], {}
     if saved is not None:
         checkpoint.restore(acc, ckpt_dir)  # model, optimizer and RNG states
         for _ in range(saved["step"]):
             scheduler.step()  # the schedule is a function of the step
         batches.load_state_dict(saved["stream"])
-        start_step, curve, last_losses = saved["step"], saved["curve"], saved["last_losses"]
+        start_step, curve, val_curve, last_losses = saved["step"], saved["curve"], saved["val_curve"], saved["last_losses"]
 
     def save_progress(step: int) -> Path:
         return checkpoint.save(acc, ckpt_dir, {
             "cell_id": cell.cell_id, "step": step, "stream": batches.state_dict(), "curve": curve,
-            "last_losses": last_losses, "per_device_batch": recipe.batch_size,
+            "val_curve": val_curve, "last_losses": last_losses, "per_device_batch": recipe.batch_size,
         })
 
     step_samples = recipe.batch_size * acc.num_processes * recipe.grad_accum
     train_timer = StepTimer(acc.device, warmup=min(10, (recipe.steps - start_step) // 5))
     eval_timer = StepTimer(acc.device, warmup=0)
+    val_timer = StepTimer(acc.device, warmup=0)  # kept apart so the eval speed stays the test split's
     flags = torch.zeros(2, device=acc.device)  # [non-finite losses, stop requested]
     loss_sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=acc.device))
     loss_count = 0
@@ -218,10 +243,8 @@ def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
         for step in range(start_step + 1, recipe.steps + 1):
             for _ in range(recipe.grad_accum):
                 images, targets = next(batches)
-                if dtype is not None:
-                    images = images.to(dtype)
                 with acc.accumulate(model):
-                    out = model(images, targets)
+                    out = model(model_input(images, dtype), targets)
                     loss = out["loss"]
                     acc.backward(loss)
                     if acc.sync_gradients and recipe.clip_grad > 0:
@@ -252,6 +275,10 @@ def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
                 result = evaluate(model, test_loader, acc, eval_timer, expected=len(data.test),
                                   num_classes=card.num_classes, dtype=dtype)
                 curve.append({"step": step, **result, "train_losses": dict(last_losses)})
+                if val_loader is not None:
+                    val = evaluate(model, val_loader, acc, val_timer, expected=len(val_split),
+                                   num_classes=card.num_classes, dtype=dtype)
+                    val_curve.append({"step": step, **val})
                 bar.set_postfix(loss=f"{sum(last_losses.values()):.3f}", top1=f"{result['top1']:.1f}")
                 model.train()
                 train_timer.resume()
@@ -279,6 +306,7 @@ def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
             "top1_best_optimistic": best["top1"],  # selected on the test split: optimistic by design
             "best_step_optimistic": best["step"],
             "curve": curve,
+            **val_selection(curve, val_curve),
         },
         "per_device_batch": recipe.batch_size,
         "grad_accum": recipe.grad_accum,
@@ -290,13 +318,21 @@ def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
         "cost": {"params": n_params, "params_m": n_params / 1e6},
         "data": {
             "root": str(data.root),
-            "n_train": len(data.train),
+            "format": data.format,
+            "n_train": len(train_split),
             "n_test": len(data.test),
             "n_classes": card.num_classes,
-            "split_hashes": data.hashes(),
+            "split_hashes": data.hashes(),  # the lists on disk; a carved train/val is described under "val"
+            "val": val_info,
         },
         "time_split": {"init_s": init_s, "train_s": train_s},
     }
+
+
+def model_input(images: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """Loaders deliver uint8 images; normalise on the device (and cast for DeepSpeed's low-precision engines)."""
+    images = normalize(images)
+    return images if dtype is None else images.to(dtype)
 
 
 def _memory_block(ranks: list[dict[str, float | None]]) -> dict[str, Any]:
@@ -330,9 +366,7 @@ def evaluate(model, loader, acc: Accelerator, timer: StepTimer, expected: int, n
     count = 0
     timer.resume()
     for index, (images, targets) in enumerate(loader):
-        if dtype is not None:
-            images = images.to(dtype)
-        out = model(images)
+        out = model(model_input(images, dtype))
         views = {"main": out["logits"], **out.get("views", {})}
         topk = {name: logits.float().topk(k, dim=1).indices for name, logits in views.items()}
         losses = F.cross_entropy(out["logits"].float(), targets, reduction="none")

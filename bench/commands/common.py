@@ -18,17 +18,32 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--data-root", type=Path, default=Path("data"), help="folder holding the datasets (default: data)")
     g.add_argument("--data-path", action="append", default=[], metavar="NAME=DIR",
-                   help="exact folder of one dataset, overriding the search under --data-root (repeatable)")
+                   help="folder of one dataset (or its parent, or a parquet file), overriding the search under "
+                        "--data-root (repeatable)")
+    g.add_argument("--data-opt", action="append", default=[], metavar="NAME.KEY=VALUE",
+                   help="reader option of one dataset, e.g. cotton.label_offset=0, cub.format=hf, "
+                        "cub.label_column=label (repeatable; see README, Datasets)")
 
 
 def data_options(args: argparse.Namespace) -> dict[str, dict]:
-    """`--data-path name=DIR` flags -> {canonical dataset name: {"path": DIR}}."""
+    """`--data-path name=DIR` and `--data-opt name.key=value` -> {canonical dataset name: {key: value}}."""
     from bench.data import get_card
     from bench.recipe import parse_assignments
 
     out: dict[str, dict] = {}
     for name, path in parse_assignments(args.data_path, "--data-path").items():
-        out.setdefault(get_card(name).name, {})["path"] = str(path)
+        card = get_card(name)
+        if card.is_group:
+            raise UsageError(f"--data-path names one dataset, and {card.name} is a group of {', '.join(card.members)}; "
+                             "use --data-root, or one --data-path per member")
+        out.setdefault(card.name, {})["path"] = str(path)
+    for target, value in parse_assignments(args.data_opt, "--data-opt").items():
+        name, dot, key = target.rpartition(".")
+        if not dot or not name or not key:
+            raise UsageError(f"--data-opt expects NAME.KEY=VALUE (e.g. cotton.label_offset=0), got {target!r}")
+        card = get_card(name)
+        for member in card.members or (card.name,):  # an option for a group applies to each member
+            out.setdefault(get_card(member).name, {})[key] = value
     return out
 
 

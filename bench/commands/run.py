@@ -57,6 +57,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--img-size", type=int, help="crop size S")
     r.add_argument("--resize-size", type=int, help="Resize((R, R)) before the crop")
     r.add_argument("--grad-accum", type=int)
+    r.add_argument("--val-fraction", type=float, metavar="F",
+                   help="carve this fraction of train (stratified, seeded by the run seed) as a validation split "
+                        "and also report the test top-1 at the best validation top-1 (top1_valsel)")
+    r.add_argument("--val-split", choices=("carved", "shipped"),
+                   help="carved (default: from --val-fraction) or shipped (the dataset's own val split)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other recipe field (repeatable)")
     r.add_argument("--opt", action="append", default=[], metavar="[METHOD.]KEY=VALUE",
                    help="method option, e.g. num_tokens=24 or ffvt.num_tokens=24 (repeatable)")
@@ -72,7 +77,8 @@ def recipe_overrides(args: argparse.Namespace) -> dict:
     flags = {
         "steps": args.steps, "batch_size": args.batch_size, "eval_batch_size": args.eval_batch_size, "lr": args.lr,
         "eval_every": args.eval_every, "warmup_steps": args.warmup_steps, "img_size": args.img_size,
-        "resize_size": args.resize_size, "grad_accum": args.grad_accum,
+        "resize_size": args.resize_size, "grad_accum": args.grad_accum, "val_fraction": args.val_fraction,
+        "val_split": args.val_split,
     }
     out = parse_assignments(args.set, "--set")
     out.update({k: v for k, v in flags.items() if v is not None})
@@ -183,7 +189,10 @@ def run_pool(cells, args: argparse.Namespace, paths: dict) -> int:
     from bench.pool import CellPool, device_slots
     from bench.signals import StopRequest
 
-    _check_data_once(cells, args, paths)
+    from bench.driver import check_matrix_data, materialize_all
+
+    materialize_all(cells, args.data_root)  # the driver checks the data once, before any worker starts
+    check_matrix_data(cells, args.data_root, paths)
     widest = max(c.world_size for c in cells)
     if args.parallel == "cells":
         slots, at_once = device_slots(torch.cuda.device_count(), args.slots or 1), None
@@ -227,16 +236,6 @@ def _worker_argv(argv: list[str]) -> list[str]:
             continue
         out.append(item)
     return out
-
-
-def _check_data_once(cells, args: argparse.Namespace, paths: dict) -> None:
-    """The driver checks (and generates) each dataset before starting workers: bad data is exit 2 here."""
-    from bench.data import check_files, get_card, materialize, open_dataset
-
-    for name in dict.fromkeys(c.dataset for c in cells):
-        card = get_card(name)
-        materialize(card, args.data_root)
-        check_files(open_dataset(card, args.data_root, paths.get(card.name)))
 
 
 def report_outcome(cells, args: argparse.Namespace, statuses: dict[str, str]) -> None:

@@ -1,21 +1,46 @@
-"""Split lists: the (image path, 0-based label) pairs of one split, plus their content hash."""
+"""Split lists: the (image key, 0-based label) pairs of one split, plus their content hash.
+
+An item's key is a path relative to the split's `root` for file-tree formats (UFG, CUB,
+ImageFolder), or an opaque row key that the split's `opener` decodes for formats whose images
+live inside files (Hugging Face datasets, parquet). A split can also be a *view* of another
+(`parent` + `indices`): the carved train/val of `--val-fraction` share their parent's
+decode-and-resize cache.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
+
+from PIL import Image
+
+from bench.data.images import open_rgb
+
+
+def hash_items(items: Sequence[tuple[str, int]]) -> str:
+    """sha256 over the ordered (key, label) list: identifies the split, not the pixels."""
+    h = hashlib.sha256()
+    for key, label in items:
+        h.update(f"{key}\t{label}\n".encode())
+    return h.hexdigest()[:16]
 
 
 @dataclass
 class Split:
-    """One split of a dataset as a list of files; images are decoded lazily by the Dataset."""
+    """One split of a dataset as a list of items; images are decoded lazily by the Dataset."""
 
     name: str
-    root: Path  # image paths are relative to this folder
-    items: list[tuple[str, int]]  # (relative path, 0-based label)
+    root: Path  # file keys are relative to this folder
+    items: list[tuple[str, int]]  # (key, 0-based label)
     source: str = ""  # the file the list came from, for messages
+    # decodes one key as RGB; None: the key is a file under `root` (opened with `open_rgb`)
+    opener: Callable[[str], Image.Image] | None = None
+    # identifies the bytes behind an opener-based split (source files' sizes and times), for the cache
+    fingerprint: str = ""
+    parent: "Split | None" = field(default=None, repr=False)  # set on views (carved splits)
+    indices: list[int] | None = field(default=None, repr=False)  # positions in `parent`
 
     def __len__(self) -> int:
         return len(self.items)
@@ -24,12 +49,28 @@ class Split:
     def labels(self) -> list[int]:
         return [label for _, label in self.items]
 
+    @property
+    def has_files(self) -> bool:
+        """Whether items are files on disk (checked for existence before a run)."""
+        return self.opener is None
+
+    def path(self, index: int) -> Path:
+        return self.root / self.items[index][0]
+
+    def open(self, index: int) -> Image.Image:
+        """Decode item `index` as an 8-bit RGB PIL image."""
+        key = self.items[index][0]
+        return self.opener(key) if self.opener is not None else open_rgb(self.root / key)
+
     def content_hash(self) -> str:
-        """sha256 over the ordered (path, label) list: identifies the split, not the pixels."""
-        h = hashlib.sha256()
-        for path, label in self.items:
-            h.update(f"{path}\t{label}\n".encode())
-        return h.hexdigest()[:16]
+        return hash_items(self.items)
+
+    def view(self, name: str, indices: Sequence[int]) -> "Split":
+        """A split made of some of this split's items (in the given order), remembering where they came from."""
+        base, offsets = (self.parent, self.indices) if self.parent is not None else (self, None)
+        absolute = [offsets[i] for i in indices] if offsets is not None else list(indices)
+        return replace(self, name=name, items=[self.items[i] for i in indices], parent=base, indices=absolute,
+                       source=f"{self.source or self.name} ({name} part)")
 
 
 @dataclass
@@ -39,10 +80,10 @@ class DatasetSplits:
     name: str
     root: Path
     num_classes: int
+    format: str = ""
     splits: dict[str, Split] = field(default_factory=dict)
     class_names: Sequence[str] | None = None
-    # opens one item as a PIL RGB image; readers of file trees use the default (PIL from disk)
-    loader: Callable | None = None
+    notes: list[str] = field(default_factory=list)  # things the reader decided that a user should see
 
     @property
     def train(self) -> Split:

@@ -88,7 +88,7 @@ class BatchStream:
     restoring it replays the same permutation and skips the consumed batches without loading them.
     """
 
-    def __init__(self, loader, accelerator):
+    def __init__(self, loader, accelerator=None):  # the accelerator is needed only to resume mid-epoch
         self.loader = loader
         self.accelerator = accelerator
         self.sampler = _find_sampler(loader)

@@ -17,7 +17,7 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 
 from bench.data.items import Split
-from bench.loaders import build_loaders, forever
+from bench.loaders import BatchStream, build_loaders
 from bench.recipe import Recipe
 
 N_TRAIN, N_TEST, BATCH, EPOCHS = 22, 9, 4, 3
@@ -35,7 +35,7 @@ def main(out: Path) -> None:
     loaders = build_loaders(splits, recipe, seed=5, workers=0, device=acc.device, resized=resized)
     train, test = acc.prepare(loaders["train"], loaders["test"])
     per_epoch = N_TRAIN // (BATCH * acc.num_processes)
-    batches = forever(train)
+    batches = BatchStream(train, acc)
     seen = [[i for _ in range(per_epoch) for i in next(batches)[1].tolist()] for _ in range(EPOCHS)]
     evaluated = []
     for _, labels in test:

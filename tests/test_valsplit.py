@@ -12,7 +12,7 @@ import torch
 from bench.data.items import Split
 from bench.data.valsplit import carve
 from bench.errors import UsageError
-from bench.loaders import build_loaders, forever
+from bench.loaders import BatchStream, build_loaders
 from bench.recipe import Recipe
 from bench.runner import val_selection
 from tests.conftest import run_bench
@@ -89,7 +89,7 @@ def test_evaluation_loaders_do_not_draw_from_the_global_rng(monkeypatch):
     for role in ("test", "val"):
         assert [i for _, batch in built[role] for i in batch.tolist()] == list(range(12))  # in order, all of it
     assert torch.equal(before, torch.get_rng_state())
-    epochs = forever(built["train"])
+    epochs = BatchStream(built["train"])
     orders = [[i for _ in range(3) for i in next(epochs)[1].tolist()] for _ in range(2)]
     assert sorted(orders[0]) == list(range(12)) and orders[0] != orders[1]  # a new shuffle every epoch
 

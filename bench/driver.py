@@ -22,6 +22,7 @@ from bench.errors import UsageError
 from bench.matrix import Cell, pending_cells
 from bench.report import leaderboard, render_markdown, runs_frame
 from bench.runner import RunContext, run_cell
+from methods.backbone import BackboneConfig, check_pretrained
 
 
 def make_accelerator(precision: str | None) -> Accelerator:
@@ -44,10 +45,15 @@ class MatrixOutcome:
 
 
 def preflight(cells: list[Cell], ctx: RunContext) -> None:
-    """Check every dataset of the matrix before the first cell: bad data fails in seconds (exit 2)."""
+    """Check every dataset and pretrained checkpoint of the matrix before the first cell: bad data
+    or a checkpoint that does not fit the backbone fails in seconds (exit 2), not once per cell."""
     acc = ctx.accelerator
     seen: dict[str, object] = {}
+    checked: set[BackboneConfig] = set()
     for cell in cells:
+        if cell.backbone.pretrained is not None and cell.backbone not in checked:
+            checked.add(cell.backbone)
+            acc.print(f"fgbench: {check_pretrained(cell.backbone).summary()}")
         if cell.dataset not in seen:
             card = get_card(cell.dataset)
             if acc.is_main_process:

@@ -35,6 +35,7 @@ from bench.meters import PeakMemory, StepTimer
 from bench.optim import build_optimizer
 from bench.schedule import build_scheduler
 from methods import get_method
+from methods.pretrained import pretrained_reports
 
 LOG_EVERY = 10  # steps between host syncs (loss readout, divergence check across ranks)
 
@@ -94,6 +95,7 @@ def base_record(cell: Cell, ctx: RunContext) -> dict[str, Any]:
         "recipe": recipe.to_dict(),
         "recipe_sources": cell.recipe_sources,
         "backbone": asdict(cell.backbone),
+        "pretrained": asdict(cell.backbone.pretrained) if cell.backbone.pretrained else None,
         "distributed": {
             "distributed_type": str(acc.distributed_type),
             "num_processes": acc.num_processes,
@@ -140,7 +142,8 @@ def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
     data = open_dataset(card, ctx.data_root, ctx.data_options.get(card.name))
     check_files(data)
     adapter = get_method(cell.method)
-    model = adapter.build(card.num_classes, cell.backbone, cell.options, recipe)
+    model = adapter.create(card.num_classes, cell.backbone, cell.options, recipe)
+    loads = [report.to_dict() for report in pretrained_reports(model)]
     n_params = sum(p.numel() for p in model.parameters())
     optimizer = build_optimizer(adapter.param_groups(model, recipe), recipe)
     scheduler = build_scheduler(optimizer, recipe)
@@ -228,6 +231,7 @@ def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
         "speed": speed,
         "memory": _memory_block(ranks),
         "cost": {"params": n_params, "params_m": n_params / 1e6},
+        "pretrained_loads": loads,
         "data": {
             "root": str(data.root),
             "n_train": len(data.train),

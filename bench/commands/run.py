@@ -10,17 +10,28 @@ from pathlib import Path
 from bench.commands.common import PRECISIONS, add_data_args, add_results_dir, data_options, method_specs
 from bench.errors import UsageError
 
+RANDOM_INIT_WARNING = ("fgbench: warning: no --pretrained weights; backbones start from random initialisation "
+                       "(fine for --preset tiny, not a reproduction of the papers' fine-tuning)")
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("matrix")
     g.add_argument("--methods", default="vit", help="comma list of methods (name or name:variant), or 'all'")
     g.add_argument("--datasets", default="demo", help="comma list of datasets or aliases, or 'all'")
     g.add_argument("--seeds", default="0", help="comma list or range of seeds, e.g. 0,1,2 or 0-4")
-    g.add_argument("--preset", default="tiny", help="tiny (CPU scale) or base (ViT-B/16, paper recipe)")
+    g.add_argument("--preset", default="tiny",
+                   help="tiny (CPU scale), base (ViT-B/16), base32 (ViT-B/32) or base_r50 (R50+ViT-B/16); paper recipe")
     g.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="mixed precision (default: accelerate's launch setting, else no)")
     g.add_argument("--rerun", choices=("none", "failed", "all"), default="none",
                    help="re-run cells that already have a record: none (resume), failed, all")
+    w = p.add_argument_group("weights")
+    w.add_argument("--pretrained", type=Path, default=None, metavar="PATH",
+                   help="local backbone checkpoint: Google .npz (ViT-B/16, B/32, R50+ViT-B/16) or a timm state dict "
+                        "(.pth/.pt/.bin/.safetensors); cells are keyed by its sha256 (default: random init)")
+    w.add_argument("--pos-embed-resize", default="bilinear", metavar="{bilinear,bicubic}",
+                   help="resampling of the checkpoint's position grid: bilinear with align_corners=True "
+                        "(the originals, default) or bicubic (timm's default)")
     add_data_args(p)
     d = p.add_argument_group("input pipeline (does not change results)")
     d.add_argument("--cache-dir", type=Path, default=None,
@@ -63,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from bench.data import expand_datasets
     from bench.matrix import build_cells, check_option_overrides, parse_seeds
     from bench.recipe import parse_assignments
+    from methods.pretrained import PretrainedFile
 
     specs = method_specs(args.methods)
     datasets = expand_datasets(args.datasets)
@@ -73,13 +85,21 @@ def run(args: argparse.Namespace) -> int:
     paths = data_options(args)
     if args.workers is not None and args.workers < 0:
         raise UsageError(f"--workers must be >= 0, got {args.workers}")
+    pretrained = PretrainedFile.from_path(args.pretrained) if args.pretrained is not None else None
 
     def cells_for(precision: str, world_size: int):
-        return build_cells(specs, datasets, seeds, args.preset, precision, "ddp", world_size, overrides, options)
+        return build_cells(specs, datasets, seeds, args.preset, precision, "ddp", world_size, overrides, options,
+                           pretrained=pretrained, pos_embed_resize=args.pos_embed_resize)
+
+    def warn_if_random_init() -> None:  # after the cells are built: bad input stays one line
+        if pretrained is None and int(os.environ.get("RANK", "0")) == 0:
+            print(RANDOM_INIT_WARNING, file=sys.stderr)
 
     if args.dry_run:
         precision = args.precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
-        return dry_run(cells_for(precision, int(os.environ.get("WORLD_SIZE", "1"))), args)
+        cells = cells_for(precision, int(os.environ.get("WORLD_SIZE", "1")))
+        warn_if_random_init()
+        return dry_run(cells, args)
 
     from bench.data.cache import default_cache_dir
     from bench.driver import make_accelerator, run_matrix, shutdown, summary_table
@@ -88,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
     acc = make_accelerator(args.precision)
     try:
         cells = cells_for(acc.mixed_precision, acc.num_processes)
+        warn_if_random_init()
         workers = args.workers if args.workers is not None else (8 if acc.device.type == "cuda" else 0)
         cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
         ctx = RunContext(acc, args.data_root, args.results_dir, workers=workers, progress=not args.no_progress,

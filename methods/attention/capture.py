@@ -31,7 +31,7 @@ from torch import nn
 from methods.attention.mode import attention_mode, statistics
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LayerQK:
     """One attention layer's inputs to the softmax, detached.
 

@@ -14,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from bench.errors import UsageError
+from methods.pretrained.formats import check_format
 
 BLOCK = 1 << 20
 
@@ -47,8 +48,6 @@ class PretrainedFile:
 
     @classmethod
     def from_path(cls, path: str | os.PathLike) -> "PretrainedFile":
-        from methods.pretrained.formats import check_format
-
         p = Path(path).expanduser()
         if not p.is_file():
             raise UsageError(f"--pretrained {path}: no such file; give a local .npz, .pth or .safetensors checkpoint")

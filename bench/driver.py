@@ -23,6 +23,10 @@ from bench.matrix import Cell, pending_cells
 from bench.report import leaderboard, render_markdown, runs_frame
 from bench.runner import RunContext, run_cell
 from methods.backbone import BackboneConfig, check_pretrained
+from methods.pretrained import LoadReport
+
+RANDOM_INIT_WARNING = ("fgbench: warning: no --pretrained weights; backbones start from random initialisation "
+                       "(fine for --preset tiny, not a reproduction of the papers' fine-tuning)")
 
 
 def make_accelerator(precision: str | None) -> Accelerator:
@@ -46,14 +50,14 @@ class MatrixOutcome:
 
 def preflight(cells: list[Cell], ctx: RunContext) -> None:
     """Check every dataset and pretrained checkpoint of the matrix before the first cell: bad data
-    or a checkpoint that does not fit the backbone fails in seconds (exit 2), not once per cell."""
+    or a checkpoint that does not fit the backbone fails in seconds (exit 2), not once per cell.
+    Only when all is well does it say what each backbone starts from."""
     acc = ctx.accelerator
     seen: dict[str, object] = {}
-    checked: set[BackboneConfig] = set()
+    starts: dict[BackboneConfig, LoadReport | None] = {}
     for cell in cells:
-        if cell.backbone.pretrained is not None and cell.backbone not in checked:
-            checked.add(cell.backbone)
-            acc.print(f"fgbench: {check_pretrained(cell.backbone).summary()}")
+        if cell.backbone not in starts:
+            starts[cell.backbone] = check_pretrained(cell.backbone)
         if cell.dataset not in seen:
             card = get_card(cell.dataset)
             if acc.is_main_process:
@@ -69,6 +73,10 @@ def preflight(cells: list[Cell], ctx: RunContext) -> None:
                 f"{cell.dataset}: the train split has {len(data.train)} images, fewer than one global batch "
                 f"({cell.recipe.batch_size} per device x {cell.world_size}); lower --batch-size"
             )
+    for summary in dict.fromkeys(r.summary() for r in starts.values() if r is not None):
+        acc.print(f"fgbench: {summary}")
+    if any(report is None for report in starts.values()):
+        acc.print(RANDOM_INIT_WARNING, file=sys.stderr)
 
 
 def run_matrix(cells: list[Cell], ctx: RunContext, rerun: str = "none") -> MatrixOutcome:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bench.cli import main
-from bench.commands.run import RANDOM_INIT_WARNING
+from bench.driver import RANDOM_INIT_WARNING
 from conftest import run_bench
 from google_layout import vit_arrays, write_npz
 from methods.pretrained import file_sha256

@@ -10,9 +10,6 @@ from pathlib import Path
 from bench.commands.common import PRECISIONS, add_data_args, add_results_dir, data_options, method_specs
 from bench.errors import UsageError
 
-RANDOM_INIT_WARNING = ("fgbench: warning: no --pretrained weights; backbones start from random initialisation "
-                       "(fine for --preset tiny, not a reproduction of the papers' fine-tuning)")
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("matrix")
@@ -91,15 +88,9 @@ def run(args: argparse.Namespace) -> int:
         return build_cells(specs, datasets, seeds, args.preset, precision, "ddp", world_size, overrides, options,
                            pretrained=pretrained, pos_embed_resize=args.pos_embed_resize)
 
-    def warn_if_random_init() -> None:  # after the cells are built: bad input stays one line
-        if pretrained is None and int(os.environ.get("RANK", "0")) == 0:
-            print(RANDOM_INIT_WARNING, file=sys.stderr)
-
     if args.dry_run:
         precision = args.precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
-        cells = cells_for(precision, int(os.environ.get("WORLD_SIZE", "1")))
-        warn_if_random_init()
-        return dry_run(cells, args)
+        return dry_run(cells_for(precision, int(os.environ.get("WORLD_SIZE", "1"))), args)
 
     from bench.data.cache import default_cache_dir
     from bench.driver import make_accelerator, run_matrix, shutdown, summary_table
@@ -108,7 +99,6 @@ def run(args: argparse.Namespace) -> int:
     acc = make_accelerator(args.precision)
     try:
         cells = cells_for(acc.mixed_precision, acc.num_processes)
-        warn_if_random_init()
         workers = args.workers if args.workers is not None else (8 if acc.device.type == "cuda" else 0)
         cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
         ctx = RunContext(acc, args.data_root, args.results_dir, workers=workers, progress=not args.no_progress,
@@ -126,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def dry_run(cells, args: argparse.Namespace) -> int:
+    from bench.driver import RANDOM_INIT_WARNING
     from bench.matrix import pending_cells
 
     todo, _ = pending_cells(cells, args.results_dir, args.rerun)
@@ -135,4 +126,6 @@ def dry_run(cells, args: argparse.Namespace) -> int:
         print(f"{c.cell_id}  {'pending' if c.cell_id in pending else 'done   '}  {c.describe()}  "
               f"img {r.img_size}/{r.resize_size}  steps {r.steps}  lr {r.lr:g} ({c.recipe_sources['lr']})  "
               f"batch {r.batch_size}x{c.world_size}x{r.grad_accum}")
+    if any(c.backbone.pretrained is None for c in cells):
+        print(RANDOM_INIT_WARNING, file=sys.stderr)
     return 0

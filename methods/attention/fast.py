@@ -16,13 +16,14 @@ later layers on the left, R = M_{n-1} ··· M_1 M_0, as in the original code.
   Â_{n-1}···Â_0 with Â = 0.5·(mean_h A + I) (RAMS-Trans' patch scores).
 
 A rollout propagates one vector through the layers instead of multiplying matrices: O(N²·d) per
-layer instead of O(N³). Each layer's A (or C) is recomputed from q, k in slices of `chunk` query
-rows (or key columns for C, whose softmax runs down the columns), so memory is O(B·H·chunk·N).
-`chunk=None` picks the largest slice within `CHUNK_ELEMENTS` elements.
+layer instead of O(N³). Each layer's A is recomputed from q, k in slices of `chunk` query rows,
+so memory is O(B·H·chunk·N); C is handled as the row softmax of the transposed scores
+(`transposed`). `chunk=None` picks the largest slice within `CHUNK_ELEMENTS` elements.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Sequence
 
 import torch
@@ -30,7 +31,7 @@ import torch
 if TYPE_CHECKING:
     from methods.attention.capture import LayerQK
 
-CHUNK_ELEMENTS = 1 << 24  # elements of one [B, H, chunk, N] slice (64 MiB in float32)
+CHUNK_ELEMENTS = 1 << 25  # elements of one [B, H, chunk, N] slice (128 MiB in float32)
 
 
 def compute_dtype(t: torch.Tensor) -> torch.dtype:
@@ -57,50 +58,47 @@ def _check_token(layer: "LayerQK", token: int) -> None:
         raise ValueError(f"token {token} out of range for {layer.num_tokens} tokens")
 
 
+def transposed(layer: "LayerQK") -> "LayerQK":
+    """The layer with q and k swapped: its scores are Sᵀ = k qᵀ·scale, so its row softmax is the
+    transpose of C. Column statistics become row statistics, whose softmax runs over the
+    contiguous last axis (on a GPU, a softmax down the columns of a chunk is several times slower)."""
+    return replace(layer, q=layer.k, k=layer.q, probs=None)
+
+
 @torch.no_grad()
 def cls_row_softmax(layer: "LayerQK", token: int = 0) -> torch.Tensor:
     """Softmax over keys of query `token`'s scores: ``[B, H, N]``."""
     _check_token(layer, token)
     q, k = _qk(layer)
-    scores = torch.einsum("bhd,bhnd->bhn", q[:, :, token], k) * layer.scale
+    scores = torch.einsum("bhd,bhnd->bhn", q[:, :, token] * layer.scale, k)
     return scores.softmax(dim=-1)
 
 
 @torch.no_grad()
 def cls_column_softmax(layer: "LayerQK", token: int = 0) -> torch.Tensor:
     """Softmax over queries of key `token`'s scores: ``[B, H, N]``."""
-    _check_token(layer, token)
-    q, k = _qk(layer)
-    scores = torch.einsum("bhnd,bhd->bhn", q, k[:, :, token]) * layer.scale
-    return scores.softmax(dim=-1)
+    return cls_row_softmax(transposed(layer), token)
 
 
 @torch.no_grad()
 def row_times_attention(v: torch.Tensor, layer: "LayerQK", chunk: int | None = None) -> torch.Tensor:
     """v·A for row vectors v ``[B, H, N]``; A's rows are built `chunk` at a time."""
     q, k = _qk(layer)
+    q, keys_t = q * layer.scale, k.transpose(-2, -1)
     v = v.to(q.dtype)
     step = chunk_size(layer, chunk)
     out = torch.zeros_like(v)
     for start in range(0, layer.num_tokens, step):
         rows = slice(start, start + step)
-        probs = (torch.einsum("bhcd,bhnd->bhcn", q[:, :, rows], k) * layer.scale).softmax(dim=-1)
-        out += torch.einsum("bhc,bhcn->bhn", v[:, :, rows], probs)
+        probs = torch.softmax(q[:, :, rows] @ keys_t, dim=-1)  # [B, H, chunk, N]
+        out += (v[:, :, None, rows] @ probs).squeeze(-2)
     return out
 
 
 @torch.no_grad()
 def column_softmax_times(layer: "LayerQK", u: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
-    """C·u for column vectors u ``[B, H, N]``; C's columns are built `chunk` at a time."""
-    q, k = _qk(layer)
-    u = u.to(q.dtype)
-    step = chunk_size(layer, chunk)
-    out = torch.zeros_like(u)
-    for start in range(0, layer.num_tokens, step):
-        cols = slice(start, start + step)
-        probs = (torch.einsum("bhnd,bhcd->bhnc", q, k[:, :, cols]) * layer.scale).softmax(dim=-2)
-        out += torch.einsum("bhnc,bhc->bhn", probs, u[:, :, cols])
-    return out
+    """C·u for column vectors u ``[B, H, N]``; C·u = u·Cᵀ, a row product with the transposed layer."""
+    return row_times_attention(u, transposed(layer), chunk)
 
 
 def _nonempty(layers: Sequence["LayerQK"]) -> list["LayerQK"]:

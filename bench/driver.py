@@ -29,6 +29,11 @@ from bench.report import leaderboard, render_markdown, runs_frame
 from bench.runner import RunContext, run_cell
 from bench.signals import StopRequest
 from bench.strategy import deepspeed_config, is_deepspeed, make_accelerator, process_key
+from methods.backbone import BackboneConfig, check_pretrained
+from methods.pretrained import LoadReport
+
+RANDOM_INIT_WARNING = ("fgbench: warning: no --pretrained weights; backbones start from random initialisation "
+                       "(fine for --preset tiny, not a reproduction of the papers' fine-tuning)")
 
 
 def launched_world_size() -> int | None:
@@ -59,15 +64,20 @@ class MatrixOutcome:
 
 
 def check_matrix_data(cells: list[Cell], data_root: Path, data_options: dict, warn=print) -> None:
-    """Check every dataset of the matrix before the first cell: bad data fails in seconds (exit 2).
+    """Check every dataset and pretrained checkpoint of the matrix before the first cell: bad data or
+    a checkpoint that does not fit the backbone fails in seconds (exit 2), not once per cell.
 
-    The checks are `bench.py data`'s without decoding images: split lists parse, labels are in
-    range, every listed file exists, the train split covers the classes; then each cell's
+    The data checks are `bench.py data`'s without decoding images: split lists parse, labels are
+    in range, every listed file exists, the train split covers the classes; then each cell's
     validation split can be made and its train split still fills a global batch. Generated
-    datasets (the demo) must already be materialised.
+    datasets (the demo) must already be materialised. Only when all is well does it say what each
+    backbone starts from.
     """
     seen: dict[str, object] = {}
+    starts: dict[BackboneConfig, LoadReport | None] = {}
     for cell in cells:
+        if cell.backbone not in starts:
+            starts[cell.backbone] = check_pretrained(cell.backbone)
         if cell.dataset not in seen:
             card = get_card(cell.dataset)
             report, data = check_dataset(card, data_root, data_options.get(card.name), decode=False)
@@ -83,6 +93,10 @@ def check_matrix_data(cells: list[Cell], data_root: Path, data_options: dict, wa
                 f"{cell.dataset}: the train split has {len(train)} images, fewer than one global batch "
                 f"({cell.recipe.batch_size} per device x {cell.world_size}); lower --batch-size"
             )
+    for summary in dict.fromkeys(r.summary() for r in starts.values() if r is not None):
+        warn(f"fgbench: {summary}")
+    if any(report is None for report in starts.values()):
+        warn(RANDOM_INIT_WARNING, file=sys.stderr)
 
 
 def materialize_all(cells: list[Cell], data_root: Path) -> None:

@@ -1,16 +1,17 @@
 """The benchmark matrix: methods x datasets x seeds expanded into cells with stable ids.
 
 A cell's id is a hash of its canonical configuration: everything that changes what the run
-learns or measures (method, variant and options, dataset, seed, preset, backbone, resolved recipe,
-precision, strategy, world size) and nothing that does not (results folder, data folder, loader
-workers, progress bars). The same configuration gives the same id in any process, in any order.
+learns or measures (method, variant and options, dataset, seed, preset, backbone with the
+pretrained weights by sha256, resolved recipe, precision, strategy, world size) and nothing that
+does not (results folder, data folder, where the weights file lies, loader workers, progress
+bars). The same configuration gives the same id in any process, in any order.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -18,6 +19,7 @@ from bench import records
 from bench.errors import UsageError
 from bench.recipe import Recipe, resolve_recipe
 from methods.backbone import BackboneConfig
+from methods.pretrained import PretrainedFile
 
 
 def canonical_hash(payload: Mapping[str, Any], length: int = 16) -> str:
@@ -52,7 +54,7 @@ class Cell:
             "options": self.options,
             "dataset": self.dataset,
             "preset": self.preset,
-            "backbone": asdict(self.backbone),
+            "backbone": self.backbone.identity(),
             "recipe": self.recipe.to_dict(),
             "precision": self.precision,
             "strategy": self.strategy,
@@ -115,6 +117,8 @@ class MatrixSpec:
     recipe_overrides: Mapping[str, Any] = field(default_factory=dict)
     option_overrides: Mapping[str, Any] = field(default_factory=dict)
     strategy_config: Mapping[str, Any] = field(default_factory=dict)
+    pretrained: PretrainedFile | None = None
+    pos_embed_resize: str = "bilinear"
 
 
 def build_cells(spec: MatrixSpec) -> list[Cell]:
@@ -137,7 +141,9 @@ def build_cells(spec: MatrixSpec) -> list[Cell]:
                     ("command line", spec.recipe_overrides),
                 ]
             )
-            backbone = BackboneConfig(img_size=recipe.img_size, **preset.backbone)
+            backbone = BackboneConfig(img_size=recipe.img_size, **preset.backbone, pretrained=spec.pretrained,
+                                      pos_embed_resize=spec.pos_embed_resize)
+            backbone = adapter.configure_backbone(backbone, options)
             adapter.check_backbone(backbone)
             for strategy in spec.strategies:
                 for world_size in spec.world_sizes:

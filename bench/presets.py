@@ -3,7 +3,9 @@
 `tiny` is for CPUs (tests, `make demo`): a small ViT trained from scratch. Randomly initialised
 ViTs barely move under the papers' SGD recipe within a CPU budget, so `tiny` switches to AdamW;
 it is a smoke scale, not a reproduction. `base` is ViT-B/16 at the dataset's paper resolution with
-the method's published recipe.
+the method's published recipe; `base32` (ViT-B/32, RAMS-Trans' released configuration) and
+`base_r50` (R50+ViT-B/16 hybrid, timm's `vit_base_r50_s16` layout) are the same with another
+patch embedding. The `base*` presets are meant to start from `--pretrained` weights.
 """
 
 from __future__ import annotations
@@ -46,6 +48,18 @@ PRESETS: dict[str, Preset] = {
             name="base",
             description="ViT-B/16 (768 wide, 12 blocks, 12 heads) at the paper resolution with the published recipe",
             backbone=dict(patch_size=16, embed_dim=768, depth=12, num_heads=12),
+            recipe={},
+        ),
+        Preset(
+            name="base32",
+            description="ViT-B/32 (768 wide, 12 blocks, 12 heads, patch 32) at the paper resolution",
+            backbone=dict(patch_size=32, embed_dim=768, depth=12, num_heads=12),
+            recipe={},
+        ),
+        Preset(
+            name="base_r50",
+            description="R50+ViT-B/16 hybrid (ResNetV2 stages 3,4,9 as the patch embedding) at the paper resolution",
+            backbone=dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, hybrid_layers=(3, 4, 9)),
             recipe={},
         ),
     )

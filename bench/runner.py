@@ -40,6 +40,7 @@ from bench.schedule import build_scheduler
 from bench.signals import Interrupted, StopRequest
 from bench.strategy import input_dtype, is_deepspeed
 from methods import get_method
+from methods.pretrained import pretrained_reports
 
 LOG_EVERY = 10  # steps between host syncs (loss readout, divergence and stop checks across ranks)
 
@@ -105,6 +106,7 @@ def base_record(cell: Cell, ctx: RunContext) -> dict[str, Any]:
         "recipe_sources": cell.recipe_sources,
         "backbone": asdict(cell.backbone),
         "strategy_config": cell.strategy_config or None,
+        "pretrained": asdict(cell.backbone.pretrained) if cell.backbone.pretrained else None,
         "distributed": {
             "distributed_type": str(acc.distributed_type),
             "num_processes": acc.num_processes,
@@ -189,7 +191,8 @@ def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
     train_split, val_split, val_info = choose_val(data, cell.recipe, cell.seed)  # own RNG: the global stream is untouched
     roles = {"train": train_split, "test": data.test, **({"val": val_split} if val_split is not None else {})}
     adapter = get_method(cell.method)
-    model = adapter.build(card.num_classes, cell.backbone, cell.options, cell.recipe)
+    model = adapter.create(card.num_classes, cell.backbone, cell.options, cell.recipe)
+    loads = [report.to_dict() for report in pretrained_reports(model)]
     n_params = sum(p.numel() for p in model.parameters())
     recipe, halvings = cell.recipe, 0
     if not is_deepspeed(cell.strategy):  # ZeRO partitions memory differently from the plain model probed
@@ -316,6 +319,7 @@ def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
         "speed": {**train_timer.summary("train"), **eval_timer.summary("eval")},
         "memory": _memory_block(ranks),
         "cost": {"params": n_params, "params_m": n_params / 1e6},
+        "pretrained_loads": loads,
         "data": {
             "root": str(data.root),
             "format": data.format,

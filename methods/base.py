@@ -15,6 +15,11 @@ The built module's `forward(images, targets=None)` returns a dict (see `method_o
 
 Train-only behaviour (token mixing, auxiliary branches) is gated on ``self.training``; in eval
 mode a method must not consume random numbers.
+
+Every adapter also has the options of `COMMON_OPTIONS`, applied by `MethodAdapter.create` (what
+the runner calls) after `build`, so a benchmark can flip them on any method the same way:
+``attention`` = ``fused`` (default: SDPA in the blocks, statistics without N×N maps) or ``eager``
+(explicit attention maps and full-map statistics, the originals' cost; see `methods.attention`).
 """
 
 from __future__ import annotations
@@ -25,7 +30,10 @@ import torch
 from torch import nn
 
 from bench.errors import UsageError
+from methods.attention import ATTENTION_MODES, set_attention_mode
 from methods.backbone import BackboneConfig
+
+COMMON_OPTIONS: Mapping[str, Any] = {"attention": "fused"}
 
 
 def method_output(
@@ -55,6 +63,11 @@ class MethodAdapter:
     variants: ClassVar[Mapping[str, Mapping[str, Any]]] = {}  # variant -> option overrides
     recipe: ClassVar[Mapping[str, Any]] = {}  # method-wide recipe defaults (below dataset cards)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Give every adapter the shared options; an adapter may override their defaults."""
+        super().__init_subclass__(**kwargs)
+        cls.options = {**COMMON_OPTIONS, **cls.options}
+
     @property
     def recipe_family(self) -> str:
         return self.family or self.name
@@ -77,11 +90,17 @@ class MethodAdapter:
                         raise UsageError(f"option {key!r} of {self.name!r} must be a number, got {value!r}")
                     value = type(default)(value) if isinstance(default, float) else value
                 opts[key] = value
+        check_common_options(self.name, opts)
         self.check_options(opts)
         return opts
 
     def check_options(self, options: Mapping[str, Any]) -> None:
         """Raise UsageError for option values the method cannot run with."""
+
+    def configure_backbone(self, backbone: BackboneConfig, options: Mapping[str, Any]) -> BackboneConfig:
+        """The backbone this method runs on, given the preset's (e.g. RAMS-Trans adds a second class
+        token with `dataclasses.replace(backbone, extra_tokens=1)`). Default: unchanged."""
+        return backbone
 
     def check_backbone(self, backbone: BackboneConfig) -> None:
         """Raise UsageError if the method cannot run on this backbone geometry."""
@@ -89,6 +108,21 @@ class MethodAdapter:
     def build(self, num_classes: int, backbone: BackboneConfig, options: Mapping[str, Any], recipe) -> nn.Module:
         raise NotImplementedError(f"{type(self).__name__} must implement build()")
 
+    def create(self, num_classes: int, backbone: BackboneConfig, options: Mapping[str, Any], recipe) -> nn.Module:
+        """`build`, then the shared options (the attention mode); what the runner calls."""
+        model = self.build(num_classes, backbone, options, recipe)
+        switched = set_attention_mode(model, options["attention"])
+        if not switched and options["attention"] != COMMON_OPTIONS["attention"]:
+            raise UsageError(f"method {self.name!r} has no timm attention layers to run in "
+                             f"{options['attention']!r} mode")
+        return model
+
     def param_groups(self, model: nn.Module, recipe) -> Iterable[dict[str, Any]]:
         """Optimizer parameter groups; the originals use one group over all parameters."""
         return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+
+
+def check_common_options(method: str, options: Mapping[str, Any]) -> None:
+    if options["attention"] not in ATTENTION_MODES:
+        raise UsageError(f"option 'attention' of {method!r} must be one of {', '.join(ATTENTION_MODES)}, "
+                         f"got {options['attention']!r}")

@@ -48,3 +48,15 @@ def fast_run_args(demo_root, tmp_path) -> list[str]:
     return ["--datasets", "demo", "--preset", "tiny", "--data-root", str(demo_root), "--results-dir",
             str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache"), "--steps", "4", "--eval-every", "2",
             "--warmup-steps", "1", "--no-progress"]
+
+
+@pytest.fixture
+def single_thread():
+    """One intra-op thread for tests of many tiny tensor ops: on a shared, busy machine two
+    OpenMP threads wait on each other at every op (100x slower), and tiny ops gain nothing."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -16,7 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--methods", default="vit", help="comma list of methods (name or name:variant), or 'all'")
     g.add_argument("--datasets", default="demo", help="comma list of datasets or aliases, or 'all'")
     g.add_argument("--seeds", default="0", help="comma list or range of seeds, e.g. 0,1,2 or 0-4")
-    g.add_argument("--preset", default="tiny", help="tiny (CPU scale) or base (ViT-B/16, paper recipe)")
+    g.add_argument("--preset", default="tiny",
+                   help="tiny (CPU scale), base (ViT-B/16), base32 (ViT-B/32) or base_r50 (R50+ViT-B/16); paper recipe")
     g.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="mixed precision (default: accelerate's launch setting, else no)")
     g.add_argument("--rerun", choices=("none", "failed", "all"), default="none",
@@ -41,6 +42,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS",
                    help="also checkpoint every STEPS steps (a stop signal always checkpoints)")
     s.add_argument("--cell-ids", default=None, help=argparse.SUPPRESS)  # internal: a pool worker's cell
+    w = p.add_argument_group("weights")
+    w.add_argument("--pretrained", type=Path, default=None, metavar="PATH",
+                   help="local backbone checkpoint: Google .npz (ViT-B/16, B/32, R50+ViT-B/16) or a timm state dict "
+                        "(.pth/.pt/.bin/.safetensors); cells are keyed by its sha256 (default: random init)")
+    w.add_argument("--pos-embed-resize", default="bilinear", metavar="{bilinear,bicubic}",
+                   help="resampling of the checkpoint's position grid: bilinear with align_corners=True "
+                        "(the originals, default) or bicubic (timm's default)")
     add_data_args(p)
     d = p.add_argument_group("input pipeline (does not change results)")
     d.add_argument("--cache-dir", type=Path, default=None,
@@ -91,6 +99,7 @@ def matrix_spec(args: argparse.Namespace, launched: int | None):
     from bench.matrix import MatrixSpec, check_option_overrides, parse_seeds, parse_world_sizes
     from bench.recipe import parse_assignments
     from bench.strategy import load_deepspeed_json, parse_strategies
+    from methods.pretrained import PretrainedFile
 
     specs = method_specs(args.methods)
     options = parse_assignments(args.opt, "--opt")
@@ -112,8 +121,12 @@ def matrix_spec(args: argparse.Namespace, launched: int | None):
     precision = args.precision or os.environ.get("ACCELERATE_MIXED_PRECISION") or "no"
     if precision not in PRECISIONS:
         raise UsageError(f"mixed precision {precision!r} from the launcher is not one of {', '.join(PRECISIONS)}")
+    if args.pos_embed_resize not in ("bilinear", "bicubic"):
+        raise UsageError(f"--pos-embed-resize must be bilinear or bicubic, got {args.pos_embed_resize!r}")
+    pretrained = PretrainedFile.from_path(args.pretrained) if args.pretrained is not None else None
     return MatrixSpec(specs, expand_datasets(args.datasets), parse_seeds(args.seeds), args.preset, precision,
-                      strategies, world_sizes, recipe_overrides(args), options, strategy_config)
+                      strategies, world_sizes, recipe_overrides(args), options, strategy_config,
+                      pretrained=pretrained, pos_embed_resize=args.pos_embed_resize)
 
 
 def select_cells(args: argparse.Namespace, cells):
@@ -249,6 +262,7 @@ def report_outcome(cells, args: argparse.Namespace, statuses: dict[str, str]) ->
 
 
 def dry_run(cells, args: argparse.Namespace) -> int:
+    from bench.driver import RANDOM_INIT_WARNING
     from bench.matrix import pending_cells
 
     todo, _ = pending_cells(cells, args.results_dir, args.rerun)
@@ -258,4 +272,6 @@ def dry_run(cells, args: argparse.Namespace) -> int:
         print(f"{c.cell_id}  {'pending' if c.cell_id in pending else 'done   '}  {c.describe()}  "
               f"{c.strategy} x{c.world_size}  img {r.img_size}/{r.resize_size}  steps {r.steps}  "
               f"lr {r.lr:g} ({c.recipe_sources['lr']})  batch {r.batch_size}x{c.world_size}x{r.grad_accum}")
+    if any(c.backbone.pretrained is None for c in cells):
+        print(RANDOM_INIT_WARNING, file=sys.stderr)
     return 0

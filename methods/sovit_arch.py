@@ -31,6 +31,7 @@ from torch import nn
 
 from bench.errors import UsageError
 from methods.backbone import BackboneConfig
+from methods.base import COMMON_OPTIONS
 from methods.registry import register_method
 from methods.sovit import HEAD_OPTIONS, SoViTAdapterBase, SoViTClassifier, build_head, maybe_sync_batchnorm
 
@@ -160,7 +161,7 @@ class SoViTScratch(SoViTAdapterBase):
         cls.arch = arch
         cls.summary = (f"original So-ViT-{arch.depth} from scratch: conv token stem, {arch.embed_dim} wide, "
                        f"{arch.depth} blocks, head {arch.head_dims[0]}x{arch.head_dims[1]}")
-        cls.options = {**HEAD_OPTIONS, "dropout": arch.head_dropout, "sync_bn": False,
+        cls.options = {**COMMON_OPTIONS, **HEAD_OPTIONS, "dropout": arch.head_dropout, "sync_bn": False,
                        "drop_path_rate": 0.1, "drop_rate": 0.0}
         cls.recipe = scratch_recipe(arch.weight_decay)
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from bench.errors import UsageError
-from bench.matrix import build_cells
+from bench.matrix import MatrixSpec, build_cells
 from bench.presets import PRESETS
 from methods import get_method, method_names, parse_method_spec
 from methods.backbone import BackboneConfig, build_vit, embed_tokens
@@ -64,7 +64,7 @@ def test_cell_ids_key_the_weights_by_content_not_by_path():
     specs = [parse_method_spec("vit")]
 
     def cell_id(pretrained):
-        return build_cells(specs, ["demo"], [0], "tiny", "no", "ddp", 1, {}, {}, pretrained=pretrained)[0].cell_id
+        return build_cells(MatrixSpec(specs, ["demo"], [0], pretrained=pretrained))[0].cell_id
 
     here, moved = PretrainedFile("/a/vit.npz", "ab" * 32), PretrainedFile("/b/copy.npz", "ab" * 32)
     assert cell_id(here) == cell_id(moved)
@@ -76,7 +76,7 @@ def test_every_adapter_exposes_the_attention_mode():
         assert get_method(name).options["attention"] == "fused"
     adapter = get_method("vit")
     cfg = BackboneConfig(img_size=16, patch_size=8, embed_dim=8, depth=2, num_heads=2)
-    recipe = build_cells([parse_method_spec("vit")], ["demo"], [0], "tiny", "no", "ddp", 1, {}, {})[0].recipe
+    recipe = build_cells(MatrixSpec([parse_method_spec("vit")], ["demo"], [0]))[0].recipe
     eager = adapter.create(3, cfg, adapter.resolve_options(None, {"attention": "eager"}), recipe)
     fused = adapter.create(3, cfg, adapter.resolve_options(None, {}), recipe)
     assert [b.attn.fused_attn for b in eager.vit.blocks] == [False, False]

@@ -9,7 +9,8 @@ Public API:
 - `BackboneConfig`: geometry (any image size that is a multiple of the patch size), dropout,
   `extra_tokens` (prefix tokens after the class token: RAMS-Trans' second class token, timm
   `reg_tokens`), `hybrid_layers` (ResNetV2 stage depths of a hybrid stem; ``(3, 4, 9)`` is
-  R50+ViT-B/16), `pretrained` (a `PretrainedFile` or None) and `pos_embed_resize`.
+  R50+ViT-B/16), `patch_stride` (overlapping patches: TransFG's `split='overlap'`), `pretrained`
+  (a `PretrainedFile` or None) and `pos_embed_resize`.
   `identity()` is what enters a cell id (the weights' sha256, not their path).
 - `create_vit(cfg, num_classes)`: the model, weights loaded when `cfg.pretrained` is set (the
   `LoadReport` is left on it as `.pretrained_report`), head zeroed. `build_vit(cfg, num_classes)`
@@ -45,6 +46,7 @@ class BackboneConfig:
     drop_rate: float = 0.1  # embeddings and MLP (reference placement)
     extra_tokens: int = 0  # prefix tokens after the class token, each with its own position entry
     hybrid_layers: tuple[int, ...] = ()  # ResNetV2 stage depths; () = linear patch embedding
+    patch_stride: int = 0  # stride of the patch convolution; 0 = patch_size (non-overlapping patches)
     pretrained: PretrainedFile | None = None
     pos_embed_resize: str = "bilinear"  # how a checkpoint's position grid is resampled (see methods.pretrained)
 
@@ -61,11 +63,21 @@ class BackboneConfig:
         if self.hybrid_layers and self.patch_size != self.hybrid_stride:
             raise UsageError(f"a ResNetV2 stem with {len(self.hybrid_layers)} stages has stride {self.hybrid_stride}, "
                              f"but patch_size is {self.patch_size}")
+        if not 0 <= self.patch_stride <= self.patch_size:
+            raise UsageError(f"patch_stride must be between 1 and the patch size {self.patch_size} "
+                             f"(0 = non-overlapping), got {self.patch_stride}")
+        if self.patch_stride and self.hybrid_layers:
+            raise UsageError("overlapping patches (patch_stride) need the linear patch embedding, not a hybrid stem")
         check_resize_mode(self.pos_embed_resize)
 
     @property
+    def stride(self) -> int:
+        return self.patch_stride or self.patch_size
+
+    @property
     def grid_size(self) -> int:
-        return self.img_size // self.patch_size
+        """Patches per side: (S - P) // stride + 1, i.e. S / P without overlap."""
+        return (self.img_size - self.patch_size) // self.stride + 1
 
     @property
     def num_patches(self) -> int:
@@ -84,7 +96,27 @@ class BackboneConfig:
         """The fields that decide what a run learns: the weights by content (sha256), not by path."""
         ident = asdict(self)
         ident["pretrained"] = self.pretrained.sha256 if self.pretrained else None
+        if not self.patch_stride:
+            del ident["patch_stride"]  # added later: the ids of non-overlapping backbones stay as they were
         return ident
+
+
+class OverlapPatchEmbed(PatchEmbed):
+    """timm's `PatchEmbed` with a convolution stride below the kernel (TransFG's overlapping split).
+
+    The kernel is unchanged, so a checkpoint's patch embedding loads as is; only the grid grows,
+    to (S - P) // stride + 1 per side (37 x 37 at 448 px, patch 16, stride 12), and the position
+    embedding with it.
+    """
+
+    def __init__(self, *args: Any, stride: int, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        conv = self.proj
+        self.proj = nn.Conv2d(conv.in_channels, conv.out_channels, kernel_size=conv.kernel_size, stride=stride,
+                              bias=conv.bias is not None)
+        self.stride = stride
+        self.grid_size = tuple((s - p) // stride + 1 for s, p in zip(self.img_size, self.patch_size))
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
 
 
 def hybrid_stem(layers: tuple[int, ...]) -> nn.Module:
@@ -96,10 +128,16 @@ def hybrid_stem(layers: tuple[int, ...]) -> nn.Module:
 def build_vit(cfg: BackboneConfig, num_classes: int) -> VisionTransformer:
     """A randomly initialised timm ViT with the reference dropout placement and a zero head."""
     hybrid = bool(cfg.hybrid_layers)
+    if hybrid:
+        embed_layer = partial(HybridEmbed, backbone=hybrid_stem(cfg.hybrid_layers))
+    elif cfg.patch_stride:
+        embed_layer = partial(OverlapPatchEmbed, stride=cfg.patch_stride)
+    else:
+        embed_layer = PatchEmbed
     model = VisionTransformer(
         img_size=cfg.img_size,
         patch_size=1 if hybrid else cfg.patch_size,
-        embed_layer=partial(HybridEmbed, backbone=hybrid_stem(cfg.hybrid_layers)) if hybrid else PatchEmbed,
+        embed_layer=embed_layer,
         embed_dim=cfg.embed_dim,
         depth=cfg.depth,
         num_heads=cfg.num_heads,

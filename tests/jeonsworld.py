@@ -1,0 +1,105 @@
+"""A plain transcription of the jeonsworld ViT-pytorch lineage (FFVT and TransFG `models/modeling.py`),
+the slow obviously-correct side of the FFVT/TransFG reference tests.
+
+Same structure as the originals: separate query/key/value Linears, explicit softmax maps, the
+second softmax over the query axis for the CLS column, Python loops over samples. No dropout (the
+tests zero it). `ReferenceViT.from_timm(vit)` copies a timm ViT's weights into it, so both run the
+same numbers; `timm_grads()` maps its gradients back to the timm parameter names (q/k/v gradients
+concatenated into `qkv`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads, self.head_dim = heads, dim // heads
+        self.query, self.key, self.value, self.out = (nn.Linear(dim, dim) for _ in range(4))
+
+    def split(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, _ = x.shape
+        return x.view(B, N, self.heads, self.head_dim).permute(0, 2, 1, 3)
+
+    def forward(self, x: torch.Tensor):
+        """-> (output, weights = softmax over keys [B, H, N, N], contribution = softmax over queries,
+        column 0 [B, H, N]) as F:models/modeling.py:99-122."""
+        q, k, v = self.split(self.query(x)), self.split(self.key(x)), self.split(self.value(x))
+        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim)
+        weights = F.softmax(scores, dim=-1)
+        contribution = F.softmax(scores, dim=-2)[:, :, :, 0]
+        context = torch.matmul(weights, v).permute(0, 2, 1, 3).flatten(2)
+        return self.out(context), weights, contribution
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, heads: int, hidden: int):
+        super().__init__()
+        self.attention_norm = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, heads)
+        self.ffn_norm = nn.LayerNorm(dim, eps=1e-6)
+        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor):
+        h, weights, contribution = self.attn(self.attention_norm(x))
+        x = x + h
+        x = x + self.fc2(F.gelu(self.fc1(self.ffn_norm(x))))
+        return x, weights, contribution
+
+
+class ReferenceViT(nn.Module):
+    def __init__(self, dim: int, heads: int, hidden: int, depth: int, patch: int, stride: int, n_patches: int,
+                 num_classes: int):
+        super().__init__()
+        self.patch = nn.Conv2d(3, dim, kernel_size=patch, stride=stride)
+        self.cls = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos = nn.Parameter(torch.zeros(1, 1 + n_patches, dim))
+        self.blocks = nn.ModuleList(Block(dim, heads, hidden) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.head = nn.Linear(dim, num_classes)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.patch(images).flatten(2).transpose(-1, -2)
+        return torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.pos
+
+    # timm name -> (reference parameters whose concatenation along dim 0 it is)
+    def _names(self) -> dict[str, list[nn.Parameter]]:
+        names = {"patch_embed.proj.weight": [self.patch.weight], "patch_embed.proj.bias": [self.patch.bias],
+                 "cls_token": [self.cls], "pos_embed": [self.pos], "norm.weight": [self.norm.weight],
+                 "norm.bias": [self.norm.bias], "head.weight": [self.head.weight], "head.bias": [self.head.bias]}
+        for i, b in enumerate(self.blocks):
+            p = f"blocks.{i}."
+            a = b.attn
+            names.update({
+                p + "norm1.weight": [b.attention_norm.weight], p + "norm1.bias": [b.attention_norm.bias],
+                p + "attn.qkv.weight": [a.query.weight, a.key.weight, a.value.weight],
+                p + "attn.qkv.bias": [a.query.bias, a.key.bias, a.value.bias],
+                p + "attn.proj.weight": [a.out.weight], p + "attn.proj.bias": [a.out.bias],
+                p + "norm2.weight": [b.ffn_norm.weight], p + "norm2.bias": [b.ffn_norm.bias],
+                p + "mlp.fc1.weight": [b.fc1.weight], p + "mlp.fc1.bias": [b.fc1.bias],
+                p + "mlp.fc2.weight": [b.fc2.weight], p + "mlp.fc2.bias": [b.fc2.bias],
+            })
+        return names
+
+    @classmethod
+    def from_timm(cls, vit) -> "ReferenceViT":
+        dim, block = vit.embed_dim, vit.blocks[0]
+        conv = vit.patch_embed.proj
+        ref = cls(dim, block.attn.num_heads, block.mlp.fc1.out_features, len(vit.blocks), conv.kernel_size[0],
+                  conv.stride[0], vit.patch_embed.num_patches, vit.head.out_features)
+        ref = ref.to(vit.pos_embed.dtype)
+        timm = dict(vit.named_parameters())
+        with torch.no_grad():
+            for name, params in ref._names().items():
+                for param, value in zip(params, timm[name].chunk(len(params), dim=0)):
+                    param.copy_(value)
+        return ref
+
+    def timm_grads(self) -> dict[str, torch.Tensor]:
+        return {name: torch.cat([p.grad for p in params], dim=0) for name, params in self._names().items()}

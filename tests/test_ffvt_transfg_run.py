@@ -1,0 +1,87 @@
+"""FFVT and TransFG through the harness: recipes from the cards, bad options, an end-to-end demo run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.matrix import MatrixSpec, build_cells
+from conftest import cli_env, run_bench
+from methods import parse_method_spec
+
+# one thread: on a shared 2-core machine OpenMP spinning makes small ops 10x slower
+ENV = cli_env(OMP_NUM_THREADS="1")
+
+COMMON = dict(optimizer="sgd", momentum=0.9, weight_decay=0.0, warmup_steps=500, schedule="cosine", clip_grad=1.0,
+              label_smoothing=0.0)
+# write-up §3.2 (FFVT README commands) and §3.1/§3.3; TransFG's train.py defaults on CUB
+PUBLISHED = {
+    ("ffvt", "cotton"): dict(img_size=384, resize_size=500, batch_size=8, lr=0.02, steps=2000, eval_every=16,
+                             color_jitter=0.0, eval_batch_size=16, lr_step_offset=0),
+    ("ffvt", "soyloc"): dict(img_size=384, resize_size=500, batch_size=8, lr=0.02, steps=4750, eval_every=50,
+                             color_jitter=0.0, eval_batch_size=16, lr_step_offset=0),
+    ("ffvt", "cub"): dict(img_size=448, resize_size=600, batch_size=8, lr=0.02, steps=10000, eval_every=200,
+                          color_jitter=0.4, eval_batch_size=16, lr_step_offset=0),
+    ("transfg", "cub"): dict(img_size=448, resize_size=600, batch_size=16, lr=0.03, steps=10000, eval_every=100,
+                             color_jitter=0.0, eval_batch_size=8, lr_step_offset=1),
+    # no published UFG recipe for TransFG: FFVT's numbers, TransFG's scheduler order
+    ("transfg", "cotton"): dict(img_size=384, resize_size=500, batch_size=8, lr=0.02, steps=2000, eval_every=16,
+                                color_jitter=0.0, lr_step_offset=1),
+}
+
+
+@pytest.mark.parametrize("method, dataset", sorted(PUBLISHED))
+def test_base_recipes_are_the_published_ones(method, dataset):
+    (cell,) = build_cells(MatrixSpec(methods=[parse_method_spec(method)], datasets=[dataset], seeds=[0],
+                                     preset="base"))
+    recipe = cell.recipe.to_dict()
+    for key, value in {**COMMON, **PUBLISHED[method, dataset]}.items():
+        assert recipe[key] == value, (key, recipe[key], cell.recipe_sources[key])
+    assert cell.backbone.grid_size == recipe["img_size"] // 16 and cell.options["attention"] == "fused"
+
+
+def test_overlap_split_changes_the_backbone_and_the_cell_id():
+    plain, overlap = (build_cells(MatrixSpec(methods=[parse_method_spec(m)], datasets=["cub"], seeds=[0],
+                                             preset="base"))[0] for m in ("transfg", "transfg:overlap"))
+    assert "patch_stride" not in plain.backbone.identity()  # ids of non-overlapping backbones are unchanged
+    assert overlap.backbone.patch_stride == 12 and overlap.backbone.grid_size == 37
+    assert plain.cell_id != overlap.cell_id
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--methods", "ffvt", "--opt", "num_tokens=66"],
+     "ffvt: num_tokens 66 is more than the 65 tokens of a 64 px image at patch 8; use --opt num_tokens=N with N <= 65"),
+    (["--methods", "ffvt", "--opt", "num_tokens=0"], "num_tokens must be an integer >= 1"),
+    (["--methods", "transfg:overlap"], "transfg: slide_step 12 is larger than the patch size 8"),
+    (["--methods", "transfg", "--opt", "split=diagonal"], "split must be one of non-overlap, overlap"),
+    (["--methods", "transfg", "--opt", "contrastive_divisor=n"], "contrastive_divisor must be one of batch_squared"),
+])
+def test_bad_options_are_one_line_and_exit_2(fast_run_args, capsys, args, message):
+    from bench.cli import main
+
+    assert main([*args, *fast_run_args]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+
+
+def test_ffvt_and_transfg_train_record_and_report(fast_run_args, tmp_path):
+    small = ["--batch-size", "8", "--img-size", "32", "--resize-size", "36", "--eval-every", "4",
+             "--opt", "ffvt.num_tokens=4", "--opt", "transfg.slide_step=6"]
+    proc = run_bench("--methods", "ffvt,transfg:overlap", *fast_run_args, *small, env=ENV)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = {r["method"]: r for r in (json.loads(p.read_text())
+                                        for p in Path(tmp_path / "results" / "runs").rglob("*.json"))}
+    assert set(records) == {"ffvt", "transfg"}
+    for record in records.values():
+        assert record["status"] == "ok", record.get("error")
+        assert record["accuracy"]["n_evaluated"] == record["data"]["n_test"]
+        assert record["train"]["losses_last"]["ce"] > 0
+    assert records["ffvt"]["options"]["num_tokens"] == 4
+    assert records["transfg"]["variant"] == "overlap" and records["transfg"]["options"]["slide_step"] == 6
+    assert records["transfg"]["train"]["losses_last"]["contrastive"] >= 0
+    assert records["transfg"]["recipe"]["lr_step_offset"] == 1 and records["ffvt"]["recipe"]["lr_step_offset"] == 0
+    report = run_bench("report", "--results-dir", str(tmp_path / "results"), env=ENV)
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert "ffvt" in report.stdout and "transfg" in report.stdout

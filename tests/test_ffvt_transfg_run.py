@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench.matrix import MatrixSpec, build_cells
+from bench.schedule import build_scheduler
 from conftest import cli_env, run_bench
 from methods import parse_method_spec
 
@@ -40,6 +43,28 @@ def test_base_recipes_are_the_published_ones(method, dataset):
     for key, value in {**COMMON, **PUBLISHED[method, dataset]}.items():
         assert recipe[key] == value, (key, recipe[key], cell.recipe_sources[key])
     assert cell.backbone.grid_size == recipe["img_size"] // 16 and cell.options["attention"] == "fused"
+
+
+@pytest.mark.parametrize("method, offset", [("ffvt", 0), ("transfg", 1)])
+def test_scheduler_order_of_each_method(method, offset):
+    """Write-up §8.9: warm-up 500, cosine to 2000: multipliers 0, .5, 1, .5, 0 at steps 0, 250, 500, 1250,
+    2000. FFVT steps the optimizer first (its first update has lr 0); TransFG the scheduler first."""
+    (cell,) = build_cells(MatrixSpec(methods=[parse_method_spec(method)], datasets=["cotton"], seeds=[0],
+                                     preset="base"))
+    recipe = dataclasses.replace(cell.recipe, lr=1.0)
+    assert (recipe.warmup_steps, recipe.steps, recipe.lr_step_offset) == (500, 2000, offset)
+    param = torch.nn.Parameter(torch.zeros(()))
+    optimizer = torch.optim.SGD([param], lr=recipe.lr)
+    scheduler = build_scheduler(optimizer, recipe)
+    used = []
+    for _ in range(recipe.steps):  # the runner's loop: optimizer.step(), then scheduler.step()
+        used.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    for step, multiplier in ((0, 0.0), (250, 0.5), (500, 1.0), (1250, 0.5), (2000, 0.0)):
+        if 0 <= step - offset < recipe.steps:
+            assert used[step - offset] == pytest.approx(multiplier, abs=1e-12), step
+    assert used[0] == (0.0 if offset == 0 else 1 / 500)
 
 
 def test_overlap_split_changes_the_backbone_and_the_cell_id():

@@ -85,6 +85,15 @@ def resolve_device(name: str | None):
     return torch.device(name)
 
 
+def device_label(env: dict, device) -> str:
+    import torch
+
+    threads = torch.get_num_threads()
+    if device.type == "cuda":
+        return f"{env['device_name']} (CUDA {env.get('cuda')})"
+    return f"CPU ({env['cpu']}, {env['cpu_count']} cores, {threads} thread{'s' if threads > 1 else ''})"
+
+
 def check_options(specs, options: dict) -> None:
     from bench.matrix import check_option_overrides
 
@@ -157,8 +166,7 @@ def run(args: argparse.Namespace) -> int:
     peak, peak_source = peak_tflops(device, args.precision, args.peak_tflops)
     settings = Settings(device, args.precision, warmup, steps, counter, peak, args.compile_backend, args.compile_mode)
     env = environment(device)
-    print(f"fgbench speed: {len(cases)} cases on {env['device_name']} ({device.type}, {torch.get_num_threads()} CPU "
-          f"threads), precision {args.precision}, "
+    print(f"fgbench speed: {len(cases)} cases on {device_label(env, device)}, precision {args.precision}, "
           f"{warmup} warm-up + {steps} timed steps per phase; MACs by {counter_label(counter)}; peak: "
           f"{peak if peak else '-'} TFLOP/s ({peak_source})", flush=True)
 
@@ -173,8 +181,7 @@ def run(args: argparse.Namespace) -> int:
     command = "python bench.py speed " + shlex.join(args.raw_argv)
     text = table(rows, cuda=device.type == "cuda")
     notes = check_targets(rows, preset.name, args.precision)
-    label = (f"{env['device_name']} ({device.type}, {torch.get_num_threads()} CPU threads), {preset.name} preset, "
-             f"precision {args.precision}")
+    label = f"{device_label(env, device)}, {preset.name} preset, precision {args.precision}"
     meta = {"command": command, "device_label": label, "environment": env,
             "settings": {"warmup": warmup, "steps": steps, "flop_counter": counter_label(counter),
                          "peak_tflops": peak, "peak_source": peak_source, "dataset": args.with_data}}

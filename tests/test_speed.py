@@ -62,7 +62,7 @@ class ScriptedModel(nn.Module):
 
 def scripted_workload(model: ScriptedModel, batch: int = 4) -> Workload:
     recipe = Recipe(img_size=8, resize_size=8, batch_size=batch)
-    return Workload("scripted", "scripted", "fused", recipe, 4, lambda: model,
+    return Workload("scripted", "fused", recipe, 4, lambda: model,
                     lambda m: [{"params": list(m.parameters())}], lambda: model)
 
 

@@ -28,7 +28,6 @@ class Workload:
     """Everything a case needs to build and train one model; `build` gives a fresh CPU model."""
 
     label: str  # method name, or name:variant
-    method: str
     attention: str
     recipe: Recipe
     num_classes: int
@@ -88,5 +87,5 @@ def method_workload(adapter, variant: str | None, attention: str, preset, card, 
         return build
 
     label = f"{adapter.name}:{variant}" if variant else adapter.name
-    return Workload(label, adapter.name, attention, recipe, num_classes, builder(attention),
+    return Workload(label, attention, recipe, num_classes, builder(attention),
                     lambda model: adapter.param_groups(model, recipe), builder("fused"))

@@ -7,12 +7,11 @@ records is removed rather than left stale.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
+from bench.atomic import atomic_write_text
 from bench.records import safe_name
 from bench.report.board import BOARD_COLUMNS, leaderboard
 from bench.report.latex import render_latex
@@ -23,19 +22,6 @@ from bench.report.scaling import scaling_table
 
 DEFAULT_BASELINE = "vit"
 FLOAT_FORMAT = "%.6g"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file and `os.replace`, so readers never see half a table."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def dataset_csv_name(dataset: str) -> str:

@@ -10,7 +10,6 @@ stay numbers in the CSV; formatting happens only in the table.
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any, Iterable
@@ -18,6 +17,8 @@ from typing import Any, Iterable
 import pandas as pd
 import torch
 from tabulate import tabulate
+
+from bench.atomic import atomic_write_text
 
 CSV_COLUMNS: tuple[str, ...] = (
     "method", "attention", "compile", "preset", "precision", "img_size", "batch_size",
@@ -53,23 +54,17 @@ def file_stem(preset: str, precision: str, device: torch.device, compiled: bool)
     return "-".join(parts)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_outputs(rows: list[dict[str, Any]], folder: Path, stem: str, meta: dict[str, Any], table_text: str,
                   notes: Iterable[str]) -> list[Path]:
     """Write `<stem>.csv`, `.json` and `.md` under `folder`; returns their paths."""
     folder.mkdir(parents=True, exist_ok=True)
     csv_path, json_path, md_path = (folder / f"{stem}.{ext}" for ext in ("csv", "json", "md"))
     frame = pd.DataFrame(rows).reindex(columns=list(CSV_COLUMNS))
-    _write_atomic(csv_path, frame.to_csv(index=False))
-    _write_atomic(json_path, json.dumps({**meta, "rows": rows}, indent=1, default=str) + "\n")
+    atomic_write_text(csv_path, frame.to_csv(index=False))
+    atomic_write_text(json_path, json.dumps({**meta, "rows": rows}, indent=1, default=str) + "\n")
     lines = [f"# fgbench speed: {meta['device_label']}", "", "```", meta["command"], "```", "", table_text, ""]
     lines += [f"- {note}" for note in notes]
-    _write_atomic(md_path, "\n".join(lines) + "\n")
+    atomic_write_text(md_path, "\n".join(lines) + "\n")
     return [csv_path, json_path, md_path]
 
 

@@ -54,10 +54,9 @@ def rollout_scores(layers: Sequence["LayerQK"], chunk: int | None = None) -> tor
     The same statistic as `methods.attention.fast.residual_rollout_column_mean`, organised for
     speed: the head mean is folded into the product, v·mean_h(A_h) = (1/H)·[v, …, v]·[A_0; …; A_H-1],
     one batched (1 × H·rows)·(H·rows × N) product per slice of query rows, instead of H vector
-    products followed by a mean. Per layer that is the score product, the softmax and one bmm;
-    the per-head vector path launches several times more small kernels, which is what made it
-    slower than even the full-matrix reference at N ≈ 200 on a GPU. O(B·H·N²·d) per layer, never
-    N×N×N; memory O(B·H·chunk·N).
+    products followed by a mean (the toolkit's per-head path measured slower than its full-matrix
+    reference for this statistic on an H100). Per layer: the score product, the softmax and one
+    bmm. O(B·H·N²·d) per layer, never N×N×N; memory O(B·H·chunk·N).
     """
     if not layers:
         raise ValueError("a rollout needs at least one layer")
@@ -69,14 +68,16 @@ def rollout_scores(layers: Sequence["LayerQK"], chunk: int | None = None) -> tor
         q, k = layer.q.to(dtype) * layer.scale, layer.k.to(dtype)
         keys_t = k.transpose(-2, -1)
         step = chunk_size(layer, chunk)
-        pushed = torch.zeros_like(v)
+        weighted = v * (0.5 / H)  # the 0.5 of Â and the head mean, folded into the vector
+        pushed = None
         for start in range(0, N, step):
             rows = slice(start, start + step)
             probs = torch.softmax(q[:, :, rows] @ keys_t, dim=-1)  # [B, H, r, N]
             r = probs.shape[2]
-            weights = v[:, None, rows].expand(B, H, r).reshape(B, 1, H * r)
-            pushed += torch.bmm(weights, probs.reshape(B, H * r, N)).squeeze(1)
-        v = 0.5 * (pushed / H + v)
+            weights = weighted[:, None, rows].expand(B, H, r).reshape(B, 1, H * r)
+            part = torch.bmm(weights, probs.reshape(B, H * r, N)).squeeze(1)
+            pushed = part if pushed is None else pushed + part
+        v = torch.add(pushed, v, alpha=0.5)  # 0.5·(v·mean_h A) + 0.5·v
     return v
 
 

@@ -53,8 +53,9 @@ def crop_zoom(x: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
 
     Output pixel (i, j) samples source row ``top + i·(bottom - top)/(size - 1)`` and column
     ``left + j·(right - left)/(size - 1)``, what `F.interpolate(align_corners=True)` does on the
-    slice ``x[:, :, top:bottom+1, left:right+1]``. The grid is built in float64 from the integer
-    boxes; a whole-image box at ``size == H == W`` returns the input exactly, as interpolate does.
+    slice ``x[:, :, top:bottom+1, left:right+1]``. Coordinates are computed in float64 from the
+    integer boxes and sampled in float32 or wider (16-bit images are cast back afterwards); a
+    whole-image box at ``size == H == W`` returns the input exactly, as interpolate does.
     """
     B, _, H, W = x.shape
     if size < 2 or H < 2 or W < 2:
@@ -65,9 +66,10 @@ def crop_zoom(x: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
     steps = torch.arange(size, device=x.device, dtype=torch.float64)
     rows = b[:, :1] + steps * ((b[:, 2:3] - b[:, :1]) / (size - 1))  # [B, S] source rows
     cols = b[:, 1:2] + steps * ((b[:, 3:4] - b[:, 1:2]) / (size - 1))
-    gy, gx = 2 * rows / (H - 1) - 1, 2 * cols / (W - 1) - 1
+    work = torch.promote_types(x.dtype, torch.float32)  # a 16-bit grid would be off by pixels at 448
+    gy, gx = (2 * rows / (H - 1) - 1).to(work), (2 * cols / (W - 1) - 1).to(work)
     grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)  # [B, S, S, (x, y)]
-    zoomed = F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="border", align_corners=True)
+    zoomed = F.grid_sample(x.to(work), grid, mode="bilinear", padding_mode="border", align_corners=True).to(x.dtype)
     if size == H == W:
         whole = boxes.new_tensor([0, 0, H - 1, W - 1])
         identity = (boxes == whole).all(dim=1).to(x.device)

@@ -263,3 +263,11 @@ def test_crop_zoom_equals_per_sample_slice_and_interpolate(dtype, tol):
     t, l, b, r = boxes[2].tolist()
     alone = F.interpolate(x[2:3, :, t:b + 1, l:r + 1], size=(24, 24), mode="bilinear", align_corners=True)
     assert torch.equal(crop_zoom_reference(x, boxes, 24)[2:3], alone)
+
+
+def test_crop_zoom_samples_16_bit_images_on_a_float32_grid():
+    x = torch.randn(3, 3, 448, 448, generator=torch.Generator().manual_seed(7)).bfloat16()
+    boxes = torch.tensor([[127, 255, 223, 383], [351, 351, 447, 447], [0, 0, 447, 447]])
+    got = crop_zoom(x, boxes, 448)
+    assert got.dtype == torch.bfloat16
+    assert torch.equal(got, crop_zoom(x.float(), boxes, 448).bfloat16())

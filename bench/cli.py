@@ -21,6 +21,7 @@ COMMANDS = {
     "list": "methods (with variants and options) and datasets (with aliases)",
     "report": "rebuild leaderboard tables from the records",
     "data": "verify datasets on disk and print their statistics (--benchmark: input-pipeline speed)",
+    "speed": "training/inference throughput, memory and MFU of every method, eager and fused side by side",
 }
 
 

@@ -17,10 +17,14 @@ import torch
 
 
 class StepTimer:
-    """Per-step wall times: `start()` before the first step, `mark(n)` after each, `resume()` after untimed work."""
+    """Per-step wall times: `start()` before the first step, `mark(n)` after each, `resume()` after untimed work.
 
-    def __init__(self, device: torch.device, warmup: int):
+    `clock` (CPU only; seconds, monotonic) defaults to `time.perf_counter`; tests pass a fake clock.
+    """
+
+    def __init__(self, device: torch.device, warmup: int, clock=time.perf_counter):
         self.cuda = device.type == "cuda"
+        self.clock = clock
         self.warmup = max(0, warmup)
         self.intervals: list = []
         self.samples: list[int] = []
@@ -31,7 +35,7 @@ class StepTimer:
             event = torch.cuda.Event(enable_timing=True)
             event.record()
             return event
-        return time.perf_counter()
+        return self.clock()
 
     def start(self) -> None:
         """Open the first interval (call right before the first step)."""

@@ -200,7 +200,8 @@ def patch_boxes_reference(scores: torch.Tensor, alpha: float, patch: int, offset
         raise ValueError(f"scores must be [B, Gh, Gw], got {tuple(scores.shape)}")
     grid_boxes = []
     for sample in scores.detach():
-        s = sample.cpu().numpy()
+        # numpy has no bfloat16: 16-bit scores widen to float32 (the released code's dtype)
+        s = sample.cpu().to(torch.promote_types(sample.dtype, torch.float32)).numpy()
         with np.errstate(invalid="ignore", divide="ignore"):  # all-zero or NaN scores: empty mask
             s = s / s.max()
             mask = s > alpha * s.mean()

@@ -179,6 +179,14 @@ def test_batched_boxes_equal_the_per_sample_reference_on_random_scores():
         assert torch.equal(patch_boxes(scores, 1.2, 32, offset), patch_boxes_reference(scores, 1.2, 32, offset))
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_reference_boxes_accept_16_bit_scores(dtype):
+    """Mixed-precision runs hand the eager path 16-bit scores; numpy has no bfloat16."""
+    g = torch.Generator().manual_seed(4)
+    scores = (torch.rand(20, 14, 14, generator=g) ** 4).to(dtype)
+    assert torch.equal(patch_boxes(scores, 1.3, 16), patch_boxes_reference(scores, 1.3, 16))
+
+
 # -------------------------------------------------------------------------------- rollout
 
 

@@ -3,6 +3,7 @@
 from methods import vit  # noqa: F401  (registers; the baseline first in `--methods all`)
 from methods import ffvt, transfg  # noqa: F401, I001
 from methods import sovit, sovit_arch  # noqa: F401, I001
+from methods import ramstrans  # noqa: F401, I001
 from methods.base import MethodAdapter, method_output
 from methods.registry import get_method, method_names, parse_method_spec, register_method
 

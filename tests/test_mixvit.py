@@ -369,10 +369,16 @@ def test_batch_of_one_skips_mixing_but_touches_every_parameter():
 
 
 def test_mask_block_is_fresh_and_shaped_like_a_backbone_block():
-    model = build()
+    adapter = get_method("mixvit")
+    torch.manual_seed(0)
+    model = adapter.build(5, TINY, adapter.resolve_options(None), Recipe())
     block, last = model.mask.block, model.vit.blocks[-1]
     assert [n for n, _ in block.named_parameters()] == [n for n, _ in last.named_parameters()]
-    assert not torch.equal(block.attn.qkv.weight, last.attn.qkv.weight)
+    for name in ("attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight"):
+        a, b = block.get_parameter(name), last.get_parameter(name)
+        assert not torch.equal(a, b), name
+        bound = 1 / math.sqrt(a.shape[-1] if a.ndim == 2 else TINY.embed_dim)  # PyTorch's default Linear init
+        assert a.abs().max() <= bound and a.abs().max() > 0.8 * bound, name
     assert block.mlp.fc1.bias.abs().max() < 1e-4 and block.mlp.fc2.bias.abs().max() < 1e-4
     bound = math.sqrt(6.0 / sum(block.mlp.fc1.weight.shape))  # xavier-uniform
     assert block.mlp.fc1.weight.abs().max() <= bound and block.mlp.fc1.weight.abs().max() > 0.9 * bound

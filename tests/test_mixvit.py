@@ -431,3 +431,29 @@ def test_eager_variant_gives_the_same_selection():
     b = eager.train()(images(), labels)
     torch.testing.assert_close(a["loss"], b["loss"], rtol=1e-10, atol=0)
     assert F.mse_loss(a["logits"], b["logits"]) < 1e-20
+
+
+UFG = dict(img_size=448, resize_size=600, batch_size=16, lr=5e-3, weight_decay=1e-4, warmup_steps=500,
+           schedule="linear", color_jitter=0.0)
+
+
+@pytest.mark.parametrize("dataset, expected", [
+    ("cotton", {**UFG, "steps": 2400, "eval_every": 16}),  # --eval_every given twice: the last (16) wins
+    ("soyloc", {**UFG, "weight_decay": 5e-5, "steps": 9500, "eval_every": 38}),
+    ("soygene", {**UFG, "steps": 120000, "eval_every": 300}),
+    ("soyageing_r1", {**UFG, "steps": 15500, "eval_every": 155}),
+    ("soyageing_r3", {**UFG, "steps": 15500, "eval_every": 310}),
+    ("soyageing_r4", {**UFG, "steps": 15500, "eval_every": 310}),
+    ("soyageing_r5", {**UFG, "steps": 15500, "eval_every": 155}),  # batch 16, not the missing flag's 512
+    ("soyageing_r6", {**UFG, "steps": 15500, "eval_every": 310}),
+    ("cub", dict(img_size=448, resize_size=600, batch_size=16, lr=0.02, weight_decay=5e-5, warmup_steps=500,
+                 schedule="cosine", steps=10000, eval_every=200, color_jitter=0.4)),
+    ("soyglobal", dict(img_size=448, resize_size=600, batch_size=16, lr=0.02, weight_decay=5e-5, warmup_steps=500,
+                       schedule="linear", steps=72600, eval_every=726, color_jitter=0.0)),
+])
+def test_card_recipes_are_the_scripts(dataset, expected):
+    """Write-up §5.2, for both adapters (family `mixvit`), at the paper's scale (preset base)."""
+    for name in ("mixvit", "mixvit_parts"):
+        cell, = build_cells(MatrixSpec([(get_method(name), None)], [dataset], [0], "base"))
+        assert {k: getattr(cell.recipe, k) for k in expected} == expected, name
+        assert cell.recipe.optimizer == "sgd" and cell.recipe.clip_grad == 1.0 and cell.recipe.lr_step_offset == 0

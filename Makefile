@@ -4,7 +4,7 @@ VENV ?= .venv
 # torch/torchvision pinned as a pair (torchvision pins torch); override for other machines:
 #   make test TORCH_SPEC="torch==2.9.1 torchvision==0.24.1"
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
-EXTRAS ?= test
+EXTRAS ?= test,deepspeed
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fgbench-installed
 
@@ -29,4 +29,4 @@ test: install
 	$(BIN)/python -m pytest -q
 
 clean-results:
-	rm -rf results/runs results/leaderboard*.csv results/leaderboard.md results/leaderboard.tex results/runs.csv results/index.html
+	rm -rf results/runs results/logs results/checkpoints results/leaderboard*.csv results/leaderboard.md results/leaderboard.tex results/runs.csv results/scaling.csv results/index.html

@@ -6,10 +6,11 @@ own progress (step, data position, lr schedule, evaluation curve), under
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
+
+from bench.atomic import atomic_write_text
 
 PROGRESS = "fgbench_progress.json"
 
@@ -28,9 +29,7 @@ def save(accelerator, directory: Path, progress: dict[str, Any]) -> Path:
     accelerator.save_state(str(directory))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        tmp = directory / f".{PROGRESS}.tmp"
-        tmp.write_text(json.dumps(progress, sort_keys=True))
-        os.replace(tmp, directory / PROGRESS)
+        atomic_write_text(directory / PROGRESS, json.dumps(progress, sort_keys=True))
     accelerator.wait_for_everyone()
     return directory
 

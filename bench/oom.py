@@ -28,8 +28,9 @@ def _release(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def probe_fits(model: torch.nn.Module, batch_size: int, img_size: int, num_classes: int, accelerator) -> bool:
-    """One training forward/backward at `batch_size`; False if it ran out of memory."""
+def probe_fits(model: torch.nn.Module, batch_size: int, img_size: int, num_classes: int, accelerator,
+               train: bool = True) -> bool:
+    """One training forward/backward (or an evaluation forward) at `batch_size`; False if it ran out of memory."""
     device = accelerator.device
     buffers = {name: buf.detach().clone() for name, buf in model.named_buffers()}
     was_training = model.training
@@ -38,10 +39,14 @@ def probe_fits(model: torch.nn.Module, batch_size: int, img_size: int, num_class
             torch.manual_seed(0)
             images = torch.randn(batch_size, 3, img_size, img_size, device=device)
             targets = torch.randint(0, num_classes, (batch_size,), device=device)
-            model.train()
-            with accelerator.autocast():
-                out = model(images, targets)
-            out["loss"].backward()
+            model.train(train)
+            if train:
+                with accelerator.autocast():
+                    out = model(images, targets)
+                out["loss"].backward()
+            else:
+                with torch.no_grad(), accelerator.autocast():
+                    model(images)
         return True
     except Exception as exc:  # noqa: BLE001 - only OOM is a verdict; anything else is a real error
         if not is_oom(exc):
@@ -62,22 +67,33 @@ def next_smaller_divisor(requested: int, current: int) -> int:
     return max(d for d in range(1, current // 2 + 1) if requested % d == 0)
 
 
+def _agreed_fit(model, batch: int, img_size: int, num_classes: int, accelerator, train: bool) -> bool:
+    fits = probe_fits(model, batch, img_size, num_classes, accelerator, train)
+    mine = torch.tensor(0 if fits else 1, device=accelerator.device)
+    return accelerator.reduce(mine, reduction="sum").item() == 0
+
+
 def fit_batch(model: torch.nn.Module, recipe, num_classes: int, accelerator):
-    """The recipe with the largest per-device batch (halving) that fits on every rank, and the halvings."""
+    """The recipe with the largest per-device batches that fit on every rank, and the training halvings.
+
+    Training: the per-device batch shrinks and accumulation grows so the global batch is unchanged.
+    Evaluation: only the evaluation batch shrinks (it does not change any result).
+    """
     model.to(accelerator.device)
     halvings = 0
     batch = recipe.batch_size
-    while True:
-        fits = probe_fits(model, batch, recipe.img_size, num_classes, accelerator)
-        mine = torch.tensor(0 if fits else 1, device=accelerator.device)
-        if accelerator.reduce(mine, reduction="sum").item() == 0:
-            break
+    while not _agreed_fit(model, batch, recipe.img_size, num_classes, accelerator, train=True):
         if batch == 1:
             raise torch.OutOfMemoryError(
                 f"out of memory even at a per-device batch of 1 (requested {recipe.batch_size})")
         batch = next_smaller_divisor(recipe.batch_size, batch)
         halvings += 1
-    if not halvings:
-        return recipe, 0
+    eval_batch = recipe.eval_batch_size
+    while not _agreed_fit(model, eval_batch, recipe.img_size, num_classes, accelerator, train=False):
+        if eval_batch == 1:
+            raise torch.OutOfMemoryError("out of memory in evaluation even at a batch of 1")
+        eval_batch //= 2
     factor = recipe.batch_size // batch
-    return dataclasses.replace(recipe, batch_size=batch, grad_accum=recipe.grad_accum * factor), halvings
+    fitted = dataclasses.replace(recipe, batch_size=batch, grad_accum=recipe.grad_accum * factor,
+                                 eval_batch_size=eval_batch)
+    return fitted, halvings

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+from bench.atomic import atomic_write_text
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "failed", "oom", "diverged", "interrupted")
@@ -48,24 +48,8 @@ def _clean(value: Any) -> Any:
 
 
 def write_record(path: Path, record: dict[str, Any]) -> Path:
-    """Atomically write `record` as JSON at `path` (temp file + fsync + os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_clean(record), indent=2, sort_keys=True, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    """Atomically write `record` as strict JSON at `path`."""
+    return atomic_write_text(path, json.dumps(_clean(record), indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 def read_record(path: Path) -> dict[str, Any] | None:

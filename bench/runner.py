@@ -265,11 +265,13 @@ def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
             stop = False
             if step % LOG_EVERY == 0 or step == recipe.steps or (single and ctx.stop.requested):
                 flags[1] = float(ctx.stop.requested)
-                agreed = acc.reduce(flags.clone(), reduction="sum").tolist()  # the only host syncs of the loop
+                names = sorted(loss_sums)
+                packed = torch.stack([flags[0], flags[1], *(loss_sums[n] for n in names)])
+                agreed = acc.reduce(packed, reduction="sum").tolist()  # the only host syncs of the loop
                 if agreed[0] > 0:
                     raise Diverged(f"non-finite training loss by step {step}")
                 stop = agreed[1] > 0 and step < recipe.steps
-                last_losses = {k: (v / loss_count).item() for k, v in loss_sums.items()}
+                last_losses = {n: v / (loss_count * acc.num_processes) for n, v in zip(names, agreed[2:])}
                 loss_sums.clear()
                 loss_count = 0
                 bar.set_postfix(loss=f"{sum(last_losses.values()):.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
@@ -313,6 +315,7 @@ def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
         },
         "per_device_batch": recipe.batch_size,
         "grad_accum": recipe.grad_accum,
+        "eval_batch_size": recipe.eval_batch_size,
         "oom_halvings": halvings,
         "resumed_from_step": start_step or None,
         "train": {"losses_last": last_losses, "loss_last": sum(last_losses.values()) if last_losses else None},

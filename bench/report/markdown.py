@@ -55,9 +55,16 @@ def render_wide_markdown(table: WideTable) -> str:
     return text
 
 
-LONG_HEADERS = ["Method", "Dataset", "Preset", "Top-1 % (last)", "95% CI", "Min–max", "Δ vs baseline", "P(>base)",
+LONG_HEADERS = ["Method", "Dataset", "Preset", "Setup", "Top-1 % (last)", "95% CI", "Min–max", "Δ vs baseline", "P(>base)",
                 "Verdict", "Paper", "Top-5 %", "Best-of-evals % (optimistic)", "Train img/s median (p90)",
                 "Eval img/s", "Peak MB", "Params (M)"]
+
+
+def setup(row: dict) -> str:
+    """How the row ran: strategy x processes, precision, global batch (e.g. `ddp×2 bf16 b64`)."""
+    world = "?" if fmt.is_missing(row.get("world_size")) else int(row["world_size"])
+    batch = "" if fmt.is_missing(row.get("global_batch")) else f" b{int(row['global_batch'])}"
+    return f"{fmt.text(row.get('strategy'))}×{world} {fmt.text(row.get('precision'))}{batch}"
 
 
 def long_rows(board: pd.DataFrame) -> list[list[str]]:
@@ -72,7 +79,7 @@ def long_rows(board: pd.DataFrame) -> list[list[str]]:
             speed += f" ({fmt.num(r['train_sps_p90'], 1)})" + (" noisy" if r["train_sps_noisy"] else "")
         mem = fmt.num(r["peak_mem_mb_median"], 0) + (" (RSS)" if r["mem_kind"] == "cpu_rss" else "")
         rows.append([
-            r["method_label"], r["dataset"], r["preset"], fmt.mean_sd_n(r),
+            r["method_label"], r["dataset"], r["preset"], setup(r), fmt.mean_sd_n(r),
             fmt.interval(r["top1_ci_low"], r["top1_ci_high"]), fmt.span(r["top1_min"], r["top1_max"]),
             delta, fmt.num(r["p_improve"]), fmt.text(r["verdict"]), _paper(r), fmt.num(r["top5_mean"]),
             fmt.num(r["top1_best_optimistic_mean"]), speed, fmt.num(r["eval_sps_median"], 1), mem,
@@ -96,3 +103,18 @@ def render_report_markdown(board: pd.DataFrame) -> str:
     for dataset, part in board.groupby("dataset", sort=True):
         parts += [f"## {dataset}: all settings", render_markdown(part)]
     return "\n\n".join(parts) + "\n"
+
+
+SCALING_HEADERS = ["Method", "Dataset", "Setup", "Processes", "Train img/s", "Per process", "Speed-up", "Efficiency"]
+
+
+def render_scaling_markdown(scaling: pd.DataFrame) -> str:
+    """`## Scaling`: throughput per world size and weak-scaling efficiency against the smallest size."""
+    rows = [[r["method_label"], r["dataset"], f"{fmt.text(r['strategy'])} {fmt.text(r['precision'])} "
+             f"b{fmt.num(r['per_process_batch'], 0)}/process", str(int(r["world_size"])),
+             fmt.num(r["train_sps_median"], 1), fmt.num(r["sps_per_process"], 1), fmt.num(r["speedup"]),
+             fmt.num(r["efficiency"])] for r in scaling.to_dict("records")]
+    note = ("Efficiency = per-process training throughput relative to the smallest world size of the same "
+            "method, dataset, precision, strategy and per-process batch (1.00 = perfect weak scaling).")
+    return "## Scaling\n\n" + note + "\n\n" + tabulate(rows, headers=SCALING_HEADERS, tablefmt="pipe",
+                                                        disable_numparse=True) + "\n"

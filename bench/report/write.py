@@ -7,34 +7,21 @@ records is removed rather than left stale.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
+from bench.atomic import atomic_write_text
 from bench.records import safe_name
 from bench.report.board import BOARD_COLUMNS, leaderboard
 from bench.report.latex import render_latex
-from bench.report.markdown import render_report_markdown
+from bench.report.markdown import render_report_markdown, render_scaling_markdown
 from bench.report.paper import load_paper_results
 from bench.report.runs import curves_frame, runs_frame
+from bench.report.scaling import scaling_table
 
 DEFAULT_BASELINE = "vit"
 FLOAT_FORMAT = "%.6g"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file and `os.replace`, so readers never see half a table."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def dataset_csv_name(dataset: str) -> str:
@@ -67,6 +54,13 @@ def write_report(results_dir: Path, baseline: str | None = DEFAULT_BASELINE, pap
         results_dir / "leaderboard.tex": render_latex(board),
         results_dir / "index.html": render_html(board, runs, curves_frame(results_dir), baseline),
     }
+    scaling = scaling_table(runs)
+    scaling_csv = results_dir / "scaling.csv"
+    if not scaling.empty:
+        outputs[scaling_csv] = scaling.to_csv(index=False, float_format=FLOAT_FORMAT)
+        outputs[results_dir / "leaderboard.md"] += "\n" + render_scaling_markdown(scaling)
+    elif scaling_csv.exists():
+        scaling_csv.unlink()
     for dataset, part in board.groupby("dataset", sort=True):
         outputs[results_dir / dataset_csv_name(dataset)] = ranked(part).to_csv(index=False, float_format=FLOAT_FORMAT)
     for stale in sorted(results_dir.glob("leaderboard-*.csv")):

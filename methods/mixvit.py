@@ -101,6 +101,15 @@ def chained_sources(partners: Sequence[int]) -> list[int]:
     return sources
 
 
+def host_indices(values: Sequence[int], device: torch.device) -> torch.Tensor:
+    """Host integers as a device index tensor without a sync: a pageable host-to-device copy would
+    wait for the queued forward pass, so on CUDA the copy goes through pinned memory, asynchronously."""
+    out = torch.tensor(values, dtype=torch.long)
+    if device.type == "cuda":
+        return out.pin_memory().to(device, non_blocking=True)
+    return out.to(device)
+
+
 def substitute_positions(x: torch.Tensor, positions: torch.Tensor, partners: Sequence[int],
                          chained: bool = True) -> torch.Tensor:
     """x ``[B, N, D]`` with row j's `positions[j]` (``[B, k]``) replaced by its source row's tokens
@@ -109,8 +118,7 @@ def substitute_positions(x: torch.Tensor, positions: torch.Tensor, partners: Seq
     B, k = positions.shape
     if len(partners) != B:
         raise ValueError(f"{len(partners)} partners for a batch of {B}")
-    sources = chained_sources(partners) if chained else list(partners)
-    src = torch.as_tensor(sources, device=x.device)
+    src = host_indices(chained_sources(partners) if chained else list(partners), x.device)
     values = x[src[:, None], positions[src]]  # [B, k, D]
     rows = torch.arange(B, device=x.device)[:, None].expand(B, k)
     return x.index_put((rows, positions), values)

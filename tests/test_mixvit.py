@@ -457,3 +457,19 @@ def test_card_recipes_are_the_scripts(dataset, expected):
         cell, = build_cells(MatrixSpec([(get_method(name), None)], [dataset], [0], "base"))
         assert {k: getattr(cell.recipe, k) for k in expected} == expected, name
         assert cell.recipe.optimizer == "sgd" and cell.recipe.clip_grad == 1.0 and cell.recipe.lr_step_offset == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (host-device syncs exist only there)")
+@pytest.mark.parametrize("name", ["mixvit", "mixvit_parts"])
+def test_training_forward_does_not_sync_host_and_device(name):
+    adapter = get_method(name)
+    cfg = adapter.configure_backbone(BackboneConfig(img_size=40, patch_size=8, embed_dim=16, depth=3, num_heads=2),
+                                     adapter.resolve_options(None))
+    model = adapter.create(5, cfg, adapter.resolve_options(None), Recipe()).cuda().train()
+    x, y = torch.randn(4, 3, 40, 40, device="cuda"), torch.tensor([0, 1, 2, 3], device="cuda")
+    model(x, y)  # first step: cached priors, pinned-memory pool
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        model(x, y)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)

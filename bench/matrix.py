@@ -129,9 +129,10 @@ def build_cells(spec: MatrixSpec) -> list[Cell]:
     preset = get_preset(spec.preset)
     cells: list[Cell] = []
     for adapter, variant in spec.methods:
-        options = adapter.resolve_options(variant, _options_for(adapter, spec.option_overrides, spec.methods))
+        overrides = _options_for(adapter, spec.option_overrides, spec.methods)
         for dataset in spec.datasets:
             card = get_card(dataset)
+            options = adapter.resolve_options(variant, overrides, dataset=card.name)
             recipe, sources = resolve_recipe(
                 [
                     (f"method {adapter.name}", adapter.recipe),

@@ -2,6 +2,7 @@
 
 from methods import vit  # noqa: F401  (registers; the baseline first in `--methods all`)
 from methods import ffvt, transfg  # noqa: F401, I001
+from methods import mixvit, mixvit_parts  # noqa: F401, I001
 from methods import sovit, sovit_arch  # noqa: F401, I001
 from methods import ramstrans  # noqa: F401, I001
 from methods.base import MethodAdapter, method_output

@@ -62,6 +62,9 @@ class MethodAdapter:
     options: ClassVar[Mapping[str, Any]] = {}  # option -> default (released-code behaviour)
     variants: ClassVar[Mapping[str, Mapping[str, Any]]] = {}  # variant -> option overrides
     recipe: ClassVar[Mapping[str, Any]] = {}  # method-wide recipe defaults (below dataset cards)
+    # dataset card name -> option overrides: the settings the released scripts use per dataset
+    # (e.g. Mix-ViT's mask weight per SoyAgeing round); above the defaults, below variants and --opt
+    dataset_options: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Give every adapter the shared options; an adapter may override their defaults."""
@@ -72,10 +75,13 @@ class MethodAdapter:
     def recipe_family(self) -> str:
         return self.family or self.name
 
-    def resolve_options(self, variant: str | None, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Defaults, then the variant's bundle, then user overrides (unknown keys are an error)."""
+    def resolve_options(self, variant: str | None, overrides: Mapping[str, Any] | None = None,
+                        dataset: str | None = None) -> dict[str, Any]:
+        """Defaults, then the dataset's published settings (`dataset_options`), then the variant's
+        bundle, then user overrides (unknown keys are an error)."""
         opts = dict(self.options)
-        layers = [(f"variant {self.name}:{variant}", self.variants[variant] if variant else {})]
+        layers = [(f"{self.name} settings for {dataset}", self.dataset_options.get(dataset, {}) if dataset else {}),
+                  (f"variant {self.name}:{variant}", self.variants[variant] if variant else {})]
         layers.append(("--opt", overrides or {}))
         for source, layer in layers:
             for key, value in layer.items():

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from bench.data.cards import DatasetCard
+from bench.data.indexfile import two_column_lines
 from bench.data.items import DatasetSplits, Split
 from bench.data.labels import parse_int, zero_based
 from bench.data.readers import register_reader
@@ -37,14 +38,7 @@ def read_index(path: Path) -> tuple[dict[str, str], dict[str, str]]:
         raise DatasetError(f"missing {path}; a CUB folder holds {', '.join(INDEX_FILES)} and images/")
     values: dict[str, str] = {}
     where: dict[str, str] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
-        line = line.strip()
-        if not line:
-            continue
-        parts = line.split(maxsplit=1)
-        if len(parts) != 2:
-            raise DatasetError(f"{path}:{lineno}: expected '<image_id> <value>', got {line!r}")
-        key, value = parts[0], parts[1].strip()
+    for lineno, key, value in two_column_lines(path, "'<image_id> <value>'", split_at_last=False):
         if key in values:
             first = where[key].rsplit(":", 1)[1]
             raise DatasetError(f"{path}:{lineno}: image id {key} appears twice (first at line {first})")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from bench.data.cards import DatasetCard
+from bench.data.indexfile import two_column_lines
 from bench.data.items import DatasetSplits, Split
 from bench.data.labels import parse_int, zero_based
 from bench.data.readers import register_reader
@@ -30,23 +31,13 @@ def looks_like_ufg(path: Path) -> bool:
 
 def parse_anno(path: Path, num_classes: int, label_offset: int = 1, dataset: str = "") -> list[tuple[str, int]]:
     """Parse one anno file into (relative path, 0-based label) pairs, refusing what looks wrong."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # a BOM from Windows editors is not part of the first path
-    except UnicodeDecodeError:
-        raise DatasetError(f"{path} is not UTF-8 text; expected '<relative/path> <label>' lines") from None
     paths: list[str] = []
     raw: list[int] = []
     where: list[str] = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line:
-            continue
-        parts = line.rsplit(maxsplit=1)
-        if len(parts) != 2:
-            raise DatasetError(f"{path}:{lineno}: expected '<relative/path> <label>', got {line!r}")
+    for lineno, relpath, label in two_column_lines(path, "'<relative/path> <label>'", split_at_last=True):
         place = f"{path}:{lineno}"
-        paths.append(parts[0])
-        raw.append(parse_int(parts[1], place))
+        paths.append(relpath)
+        raw.append(parse_int(label, place))
         where.append(place)
     if not paths:
         raise DatasetError(f"{path} lists no images (empty split); expected '<relative/path> <label>' lines")

@@ -25,7 +25,7 @@ from bench.data.checks import check_dataset
 from bench.data.valsplit import choose_val
 from bench.errors import UsageError
 from bench.matrix import Cell, pending_cells
-from bench.report import leaderboard, render_markdown, runs_frame
+from bench.report import DEFAULT_BASELINE, leaderboard, render_markdown, runs_frame
 from bench.runner import RunContext, run_cell
 from bench.signals import StopRequest
 from bench.strategy import deepspeed_config, is_deepspeed, make_accelerator, process_key
@@ -179,5 +179,8 @@ def shutdown(acc: Accelerator) -> None:
 
 
 def summary_table(cells: list[Cell], results_dir: Path) -> str:
-    """The leaderboard restricted to this matrix's cells, as Markdown."""
-    return render_markdown(leaderboard(runs_frame(results_dir, [c.cell_id for c in cells])))
+    """The leaderboard restricted to this matrix's cells, as Markdown, against the default baseline
+    (`vit`) when the matrix ran it."""
+    runs = runs_frame(results_dir, [c.cell_id for c in cells])
+    baseline = DEFAULT_BASELINE if not runs.empty and DEFAULT_BASELINE in set(runs["method_label"]) else None
+    return render_markdown(leaderboard(runs, baseline=baseline))

@@ -177,3 +177,12 @@ def test_two_gloo_ranks_evaluate_exactly_the_test_split_and_write_one_record(dem
     assert rec["distributed"]["num_processes"] == 2 and "MULTI_CPU" in rec["distributed"]["distributed_type"]
     assert rec["accuracy"]["n_evaluated"] == rec["accuracy"]["n_test"] == 37
     assert rec["global_batch"] == 2 * rec["per_device_batch"]
+
+
+def test_run_summary_compares_with_vit_when_the_matrix_ran_it(fast_run_args, capsys):
+    assert main(fast_run_args + ["--methods", "vit,sovit", "--seeds", "0"]) == 0
+    rows = {line.split("|")[1].strip(): line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")}
+    assert "vs vit" in rows["sovit"] and "vs vit" not in rows["vit"]
+    assert main(fast_run_args + ["--methods", "sovit", "--seeds", "0"]) == 0  # no vit in this matrix: no baseline
+    rows = {line.split("|")[1].strip(): line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")}
+    assert "vs vit" not in rows["sovit"]

@@ -129,7 +129,7 @@ def build_cells(spec: MatrixSpec) -> list[Cell]:
     preset = get_preset(spec.preset)
     cells: list[Cell] = []
     for adapter, variant in spec.methods:
-        overrides = _options_for(adapter, spec.option_overrides, spec.methods)
+        overrides = scoped_options(adapter, spec.option_overrides)
         for dataset in spec.datasets:
             card = get_card(dataset)
             options = adapter.resolve_options(variant, overrides, dataset=card.name)
@@ -184,7 +184,7 @@ def parse_world_sizes(spec: str) -> list[int]:
     return list(dict.fromkeys(sizes))
 
 
-def _options_for(adapter, overrides: Mapping[str, Any], method_specs) -> dict[str, Any]:
+def scoped_options(adapter, overrides: Mapping[str, Any]) -> dict[str, Any]:
     """`--opt key=value` applies to every method that has `key`; `--opt method.key=value` to one."""
     mine: dict[str, Any] = {}
     for key, value in overrides.items():

@@ -103,3 +103,12 @@ class ReferenceViT(nn.Module):
 
     def timm_grads(self) -> dict[str, torch.Tensor]:
         return {name: torch.cat([p.grad for p in params], dim=0) for name, params in self._names().items()}
+
+    def assert_same_grads(self, vit: nn.Module, tol: float = 1e-8) -> None:
+        """Every parameter of the timm `vit` has a live gradient within `tol` of this model's."""
+        want = self.timm_grads()
+        got = {name: p.grad for name, p in vit.named_parameters()}
+        assert set(got) == set(want)
+        for name, grad in got.items():
+            assert grad is not None and grad.abs().max() > 0, name
+            assert (grad - want[name]).abs().max() <= tol, name

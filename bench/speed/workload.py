@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 from torch import nn
 
+from bench.matrix import scoped_options
 from bench.recipe import Recipe, resolve_recipe
 from methods.backbone import BackboneConfig
 
@@ -44,18 +45,6 @@ def default_axes(preset, with_data: bool) -> tuple[list[int | None], list[int | 
     sizes = [preset.recipe["img_size"]] if "img_size" in preset.recipe else list(PAPER_IMG_SIZES)
     batches = [preset.recipe["batch_size"]] if "batch_size" in preset.recipe else list(PAPER_BATCH_SIZES)
     return sizes, batches
-
-
-def scoped_options(adapter, overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """`--opt key=value` for every method that has `key`, `--opt method.key=value` for one (as `bench.py run`)."""
-    mine: dict[str, Any] = {}
-    for key, value in overrides.items():
-        scope, dot, name = key.rpartition(".")
-        if dot and scope == adapter.name:
-            mine[name] = value
-        elif not dot and key in adapter.options:
-            mine[key] = value
-    return mine
 
 
 def method_workload(adapter, variant: str | None, attention: str, preset, card, img_size: int | None,

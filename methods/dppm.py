@@ -18,8 +18,8 @@ makes the crop an identity.
 
 Two implementations side by side, same numbers:
 
-- fast, batched on the device (`rollout_scores`, `patch_boxes`): scores by pushing one row
-  vector through the layers (no N×N×N products), components by 8-neighbour min-label propagation
+- fast, batched on the device (`rollout_scores` = `methods.attention.fast.residual_rollout_column_mean`,
+  `patch_boxes`): scores by pushing one row vector through the layers (no N×N×N products), components by 8-neighbour min-label propagation
   with pointer jumping, boxes by masked min/max; no per-sample loop, one host sync per few
   propagation rounds per batch (the convergence check);
 - reference, the released code's way (`methods.attention.reference.residual_rollout_column_mean`
@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from methods.attention.fast import chunk_size, compute_dtype
+from methods.attention.fast import residual_rollout_column_mean
 
 if TYPE_CHECKING:
     from methods.attention.capture import LayerQK
@@ -47,38 +47,7 @@ EIGHT_CONNECTED = np.ones((3, 3), dtype=int)  # scipy structure = skimage's conn
 # ------------------------------------------------------------------------------------- scores
 
 
-@torch.no_grad()
-def rollout_scores(layers: Sequence["LayerQK"], chunk: int | None = None) -> torch.Tensor:
-    """Column means of Â_{L-1}···Â_0 with Â = 0.5·(mean_h A + I): ``[B, N]`` (fast path).
-
-    The same statistic as `methods.attention.fast.residual_rollout_column_mean`, organised for
-    speed: the head mean is folded into the product, v·mean_h(A_h) = (1/H)·[v, …, v]·[A_0; …; A_H-1],
-    one batched (1 × H·rows)·(H·rows × N) product per slice of query rows, instead of H vector
-    products followed by a mean (the toolkit's per-head path measured slower than its full-matrix
-    reference for this statistic on an H100). Per layer: the score product, the softmax and one
-    bmm. O(B·H·N²·d) per layer, never N×N×N; memory O(B·H·chunk·N).
-    """
-    if not layers:
-        raise ValueError("a rollout needs at least one layer")
-    first = layers[0]
-    B, H, N, _ = first.q.shape
-    dtype = compute_dtype(first.q)
-    v = torch.full((B, N), 1.0 / N, dtype=dtype, device=first.q.device)
-    for layer in reversed(layers):
-        q, k = layer.q.to(dtype) * layer.scale, layer.k.to(dtype)
-        keys_t = k.transpose(-2, -1)
-        step = chunk_size(layer, chunk)
-        weighted = v * (0.5 / H)  # the 0.5 of Â and the head mean, folded into the vector
-        pushed = None
-        for start in range(0, N, step):
-            rows = slice(start, start + step)
-            probs = torch.softmax(q[:, :, rows] @ keys_t, dim=-1)  # [B, H, r, N]
-            r = probs.shape[2]
-            weights = weighted[:, None, rows].expand(B, H, r).reshape(B, 1, H * r)
-            part = torch.bmm(weights, probs.reshape(B, H * r, N)).squeeze(1)
-            pushed = part if pushed is None else pushed + part
-        v = torch.add(pushed, v, alpha=0.5)  # 0.5·(v·mean_h A) + 0.5·v
-    return v
+rollout_scores = residual_rollout_column_mean  # the fast scores are the attention toolkit's statistic
 
 
 def grid_scores(column_means: torch.Tensor, num_prefix: int, grid: tuple[int, int]) -> torch.Tensor:

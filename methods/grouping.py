@@ -19,12 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from methods.attention.fast import wide
+
 SHAPING_EPS = 1e-5
-
-
-def wide(t: torch.Tensor) -> torch.Tensor:
-    """`t` in float32 or wider (float64 stays float64 for the tests)."""
-    return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
 class GroupingUnit(nn.Module):

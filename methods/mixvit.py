@@ -39,6 +39,7 @@ from torch import nn
 
 from bench.errors import UsageError
 from methods.attention import AttentionCapture, LayerQK, fast
+from methods.attention.fast import compute_dtype, wide
 from methods.backbone import BackboneConfig, create_vit, embed_tokens
 from methods.base import MethodAdapter, method_output
 from methods.registry import register_method
@@ -141,15 +142,10 @@ def substitute(x: torch.Tensor, idx: torch.Tensor, partners: Sequence[int], inde
     positions = idx if index_shift else idx + 1
     mixed = substitute_positions(x, positions, partners, chained)
     width = x.shape[1] + 1 if width is None else width
-    return mixed, multi_hot(idx, width, torch.promote_types(x.dtype, torch.float32))
+    return mixed, multi_hot(idx, width, compute_dtype(x))
 
 
 # ------------------------------------------------------------------------------------------ modules
-
-
-def wide(t: torch.Tensor) -> torch.Tensor:
-    """`t` in float32 or wider: losses never run in 16 bits (float64 stays float64 for the tests)."""
-    return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
 def fresh_block_like(block: nn.Module) -> nn.Module:
@@ -301,5 +297,6 @@ class MixViTAdapter(MethodAdapter):
 
     def build(self, num_classes: int, backbone: BackboneConfig, options, recipe) -> nn.Module:
         vit = create_vit(backbone, num_classes)
-        return MixViT(vit, options["mask_topk"], options["mask_weight"], options["index_shift"], options["chained"],
-                      options["mask_head_width"], recipe.label_smoothing)
+        return MixViT(vit, mask_topk=options["mask_topk"], mask_weight=options["mask_weight"],
+                      index_shift=options["index_shift"], chained=options["chained"],
+                      mask_head_width=options["mask_head_width"], label_smoothing=recipe.label_smoothing)

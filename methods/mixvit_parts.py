@@ -32,6 +32,7 @@ from torch import nn
 
 from bench.errors import UsageError
 from methods.attention import AttentionCapture
+from methods.attention.fast import wide
 from methods.backbone import BackboneConfig, create_vit
 from methods.base import MethodAdapter, method_output
 from methods.grouping import GroupingUnit, ShapingLoss
@@ -45,7 +46,6 @@ from methods.mixvit import (
     num_selected,
     select_tokens,
     substitute_positions,
-    wide,
 )
 from methods.pretrained import read_checkpoint
 from methods.registry import register_method
@@ -182,11 +182,20 @@ class MixViTPartsAdapter(MethodAdapter):
 
     def configure_backbone(self, backbone: BackboneConfig, options: Mapping[str, Any]) -> BackboneConfig:
         stages = backbone.hybrid_layers or stem_stages(backbone.patch_size)
-        return replace(backbone, depth=options["depth"], hybrid_layers=stages)
+        backbone = replace(backbone, depth=options["depth"], hybrid_layers=stages)
+        if options["mask_head_width"] == "grid+1" and options["num_parts"] > backbone.num_patches:
+            raise UsageError(f"{self.name}: num_parts={options['num_parts']} exceeds the {backbone.num_patches} "
+                             f"patches that size the substitution head (mask_head_width=grid+1); use fewer "
+                             f"parts, a larger image, or mask_head_width=tokens")
+        return backbone
 
     def check_backbone(self, backbone: BackboneConfig) -> None:
         if backbone.extra_tokens:
             raise UsageError(f"{self.name} needs a backbone without extra prefix tokens (got {backbone.extra_tokens})")
+        if backbone.pretrained and backbone.pos_embed_resize != "bilinear":
+            raise UsageError(f"{self.name} resizes the checkpoint's position grid to its part positions the "
+                             f"original's way (bilinear, align_corners=False); --pos-embed-resize "
+                             f"{backbone.pos_embed_resize} does not apply to it, leave it at bilinear")
         if backbone.grid_size < 5:
             raise UsageError(f"{self.name}'s shaping loss blurs the {backbone.grid_size}x{backbone.grid_size} part "
                              f"maps with a 5x5 kernel without padding: use an image size of at least "
@@ -195,9 +204,17 @@ class MixViTPartsAdapter(MethodAdapter):
     def build(self, num_classes: int, backbone: BackboneConfig, options, recipe) -> nn.Module:
         vit = create_vit(backbone, num_classes)
         source = read_checkpoint(backbone.pretrained.path).tensors["pos_embed"] if backbone.pretrained else None
-        return MixViTParts(vit, num_classes, options["num_parts"], options["mask_topk"], options["mask_weight"],
-                           options["mask_cls_weight"], options["shaping_weight"], options["chained"],
-                           options["mask_head_width"], options["module_lr"], recipe.label_smoothing, source)
+        model = MixViTParts(vit, num_classes, num_parts=options["num_parts"], mask_topk=options["mask_topk"],
+                            mask_weight=options["mask_weight"], mask_cls_weight=options["mask_cls_weight"],
+                            shaping_weight=options["shaping_weight"], chained=options["chained"],
+                            mask_head_width=options["mask_head_width"], module_lr=options["module_lr"],
+                            label_smoothing=recipe.label_smoothing, position_source=source)
+        report = getattr(vit, "pretrained_report", None)
+        if report is not None and source is not None:  # the records say what the model really starts from
+            grid = math.isqrt(source.shape[1] - 1)
+            report.adapted["pos_embed grid"] = (f"{grid}x{grid} -> {options['num_parts']}x1 part positions "
+                                                f"(bilinear, align_corners=False; Mix-ViT load_from)")
+        return model
 
     def param_groups(self, model: nn.Module, recipe):
         """One group (`module_lr` false) or the original's five lr multipliers; weight decay on all."""

@@ -32,10 +32,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.errors import UsageError
-from methods.attention import AttentionCapture, reference
+from methods.attention import AttentionCapture
 from methods.backbone import BackboneConfig, create_vit
 from methods.base import MethodAdapter, method_output
-from methods.dppm import BOX_OFFSETS, grid_scores, patch_boxes, patch_boxes_reference, rollout_scores
+from methods.dppm import BOX_OFFSETS, grid_scores, patch_boxes, patch_boxes_reference
 from methods.registry import register_method
 
 __all__ = ["RAMSTrans", "RAMSTransModel", "crop_zoom", "crop_zoom_reference", "patch_boxes"]
@@ -114,16 +114,14 @@ class RAMSTransModel(nn.Module):
 
     def propose(self, capture: AttentionCapture) -> torch.Tensor:
         """Pass-1 attention -> ``[B, 4]`` pixel boxes, by the blocks' attention mode."""
-        layers = capture.layers
-        if capture.mode == "eager":  # the released code: full maps and products, per-image CPU loop
-            scores = grid_scores(reference.residual_rollout_column_mean(layers), self.vit.num_prefix_tokens, self.grid)
-            return patch_boxes_reference(scores, self.alpha, self.patch, self.box_offset)
-        scores = grid_scores(rollout_scores(layers), self.vit.num_prefix_tokens, self.grid)
-        return patch_boxes(scores, self.alpha, self.patch, self.box_offset)
+        rollout = capture.statistics.residual_rollout_column_mean(capture.layers)  # full products when eager
+        scores = grid_scores(rollout, self.vit.num_prefix_tokens, self.grid)
+        boxes = patch_boxes_reference if capture.mode == "eager" else patch_boxes  # released: per-image CPU loop
+        return boxes(scores, self.alpha, self.patch, self.box_offset)
 
     def zoom(self, images: torch.Tensor, boxes: torch.Tensor, mode: str) -> torch.Tensor:
         crop = crop_zoom_reference if mode == "eager" else crop_zoom
-        return crop(images.detach(), boxes, images.shape[-1]).detach()
+        return crop(images.detach(), boxes, images.shape[-1])
 
     def scales(self, images: torch.Tensor, local_grad: bool = True) -> dict[str, torch.Tensor]:
         """Both passes: ``{"global", "local"}`` logits, the ``boxes`` and the ``zoomed`` inputs.
@@ -232,7 +230,6 @@ class RAMSTrans(MethodAdapter):
                              f"{backbone.grid_size} (use a smaller patch_size or a larger img_size)")
 
     def build(self, num_classes: int, backbone: BackboneConfig, options, recipe) -> nn.Module:
-        self.check_backbone(backbone)
         vit = create_vit(backbone, num_classes)
         tie_second_class_token(vit)
         if not options["load_final_norm"]:

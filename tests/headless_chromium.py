@@ -39,15 +39,15 @@ def ensure_chromium() -> tuple[str | None, str]:
     if prefix is None:
         return None, "chromium is not installed; installing it needs root (or passwordless sudo)"
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    log = ""
+    last_line = ""
     for attempt in ([apt, "install", "-y", "--no-install-recommends", "chromium"], [apt, "update"],
                     [apt, "install", "-y", "--no-install-recommends", "chromium"]):
         done = subprocess.run(prefix + attempt, capture_output=True, text=True, env=env, timeout=900)
-        log = (done.stderr or done.stdout).strip().splitlines()[-1:] or [""]
-        log = log[0]
-        if find_chromium():
-            return find_chromium(), ""
-    return None, f"chromium is not installed and `apt-get install chromium` failed: {log}"
+        last_line = ((done.stderr or done.stdout).strip().splitlines() or [""])[-1]
+        found = find_chromium()
+        if found:
+            return found, ""
+    return None, f"chromium is not installed and `apt-get install chromium` failed: {last_line}"
 
 
 class Browser:

@@ -192,6 +192,10 @@ def test_part_positions_resize_the_checkpoint_grid(tmp_path):
     loaded = create_vit(cfg, 5).pos_embed.detach()
     assert not torch.allclose(model.vit.pos_embed, part_positions(loaded, 5).float(), atol=1e-4)
     assert any(key.startswith("blocks.2.") for key in model.vit.pretrained_report.skipped)  # the third block
+    # the record names the resize the model really got, not the loader's stretch to 5 x 5
+    assert model.vit.pretrained_report.adapted["pos_embed grid"].startswith("3x3 -> 5x1 part positions")
+    with pytest.raises(UsageError, match="--pos-embed-resize bicubic does not apply"):
+        adapter.check_backbone(BackboneConfig(**{**cfg.__dict__, "pos_embed_resize": "bicubic"}))
 
 
 # ------------------------------------------------------------------------------------------ the model
@@ -299,6 +303,10 @@ def test_backbone_is_the_r50_stem_and_two_blocks():
         adapter.configure_backbone(BackboneConfig(img_size=64, patch_size=32), opts)
     with pytest.raises(UsageError, match="at least 40"):
         adapter.check_backbone(adapter.configure_backbone(BackboneConfig(img_size=32, patch_size=8), opts))
+    with pytest.raises(UsageError, match="num_parts=30 exceeds the 25 patches"):  # 40 px / 8: a 5 x 5 grid
+        adapter.configure_backbone(BackboneConfig(img_size=40, patch_size=8), adapter.resolve_options(None, {"num_parts": 30}))
+    assert adapter.configure_backbone(BackboneConfig(img_size=40, patch_size=8),
+                                      adapter.resolve_options("clean", {"num_parts": 30})).depth == 2  # head sized by tokens
 
 
 def test_options_per_dataset_and_bad_values():

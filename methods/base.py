@@ -95,6 +95,8 @@ class MethodAdapter:
                     if isinstance(value, bool) or not isinstance(value, (int, float)):
                         raise UsageError(f"option {key!r} of {self.name!r} must be a number, got {value!r}")
                     value = type(default)(value) if isinstance(default, float) else value
+                if isinstance(default, str) and not isinstance(value, str):  # e.g. a YAML list from --opt
+                    raise UsageError(f"option {key!r} of {self.name!r} must be a word, got {value!r}")
                 opts[key] = value
         check_common_options(self.name, opts)
         self.check_options(opts)

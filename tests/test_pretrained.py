@@ -155,7 +155,10 @@ def test_extra_prefix_tokens_start_as_copies_of_the_class_token(tiny_npz):
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 def test_timm_state_dicts_load(tmp_path, suffix):
-    source = build_vit(tiny_cfg(), num_classes=7)
+    source = build_vit(tiny_cfg(), num_classes=5)
+    with torch.no_grad():  # a live head of the same shape: loading it would show
+        source.head.weight.normal_()
+        source.head.bias.normal_()
     state = {k: v.contiguous() for k, v in source.state_dict().items()}
     path = tmp_path / f"vit{suffix}"
     if suffix == ".pth":
@@ -210,3 +213,20 @@ def test_sha256_is_by_content_and_cached_by_path_size_mtime(tmp_path, tiny_npz, 
         f.write(b"\0")
     assert file_sha256(copy) != first
     assert first == __import__("hashlib").sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("kind, reason", [("truncated", "BadZipFile"), ("empty", "EOFError"),
+                                          ("one array", "not named arrays")])
+def test_broken_npz_files_are_one_line_usage_errors(tmp_path, kind, reason):
+    from methods.pretrained.formats import read_npz
+
+    path = tmp_path / "weights.npz"
+    if kind == "truncated":
+        path.write_bytes(b"PK\x03\x04half a download")
+    elif kind == "empty":
+        path.write_bytes(b"")
+    else:
+        with open(path, "wb") as f:
+            np.save(f, np.zeros(3))
+    with pytest.raises(UsageError, match=f"cannot read it as .npz .*{reason}"):
+        read_npz(path)

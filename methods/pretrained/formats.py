@@ -34,10 +34,15 @@ def read_npz(path: Path) -> Checkpoint:
     from methods.pretrained.google_npz import convert
 
     try:
-        with np.load(path, allow_pickle=False) as arrays:
+        arrays = np.load(path, allow_pickle=False)
+        if not isinstance(arrays, np.lib.npyio.NpzFile):
+            raise ValueError(f"it holds one {type(arrays).__name__}, not named arrays")
+        with arrays:
             tensors, unconverted = convert(arrays, source=path.name)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"--pretrained {path}: cannot read it as .npz ({exc})") from None
+    except UsageError:
+        raise
+    except Exception as exc:  # truncated or empty zips, foreign files: numpy raises several types
+        raise UsageError(f"--pretrained {path}: cannot read it as .npz ({type(exc).__name__}: {exc})") from None
     return Checkpoint(tensors, unconverted, "google-npz")
 
 
@@ -51,11 +56,11 @@ def _timm_state_dict(raw: object, path: Path) -> Checkpoint:
         raise UsageError(f"--pretrained {path}: expected a state dict (name -> tensor), found {type(raw).__name__}")
     tensors, other = {}, []
     for key, value in raw.items():
-        if isinstance(value, torch.Tensor):
+        if isinstance(key, str) and isinstance(value, torch.Tensor):
             tensors[key[len("module."):] if key.startswith("module.") else key] = value
         else:
             other.append(key)
-    return Checkpoint(tensors, sorted(other), "timm-state-dict")
+    return Checkpoint(tensors, sorted(map(str, other)), "timm-state-dict")
 
 
 def read_torch(path: Path) -> Checkpoint:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from accelerate import Accelerator
@@ -25,9 +25,8 @@ from bench.data.checks import check_dataset
 from bench.data.valsplit import choose_val
 from bench.errors import UsageError
 from bench.matrix import Cell, pending_cells
-from bench.report import DEFAULT_BASELINE, leaderboard, render_markdown, runs_frame
+from bench.report import leaderboard, render_markdown, resolve_baseline, runs_frame
 from bench.runner import RunContext, run_cell
-from bench.signals import StopRequest
 from bench.strategy import deepspeed_config, is_deepspeed, make_accelerator, process_key
 from methods.backbone import BackboneConfig, check_pretrained
 from methods.pretrained import LoadReport
@@ -54,7 +53,6 @@ class MatrixOutcome:
     skipped: int
     statuses: dict[str, str]  # cell_id -> status of its record
     stopped_by: int | None = None  # signal number when stopped by SIGTERM/SIGINT
-    not_here: list[Cell] = field(default_factory=list)  # cells this process group cannot run
 
     @property
     def exit_status(self) -> int:
@@ -182,5 +180,4 @@ def summary_table(cells: list[Cell], results_dir: Path) -> str:
     """The leaderboard restricted to this matrix's cells, as Markdown, against the default baseline
     (`vit`) when the matrix ran it."""
     runs = runs_frame(results_dir, [c.cell_id for c in cells])
-    baseline = DEFAULT_BASELINE if not runs.empty and DEFAULT_BASELINE in set(runs["method_label"]) else None
-    return render_markdown(leaderboard(runs, baseline=baseline))
+    return render_markdown(leaderboard(runs, baseline=resolve_baseline(None, set(runs["method_label"].dropna()))))

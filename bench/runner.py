@@ -142,7 +142,7 @@ def run_cell(cell: Cell, ctx: RunContext) -> dict[str, Any]:
     record["time"].update(end_utc=utc_now(), wall_s=time.perf_counter() - started)
     if acc.is_main_process:
         records.write_record(cell.record_path(ctx.results_dir), record)
-        if record["status"] == "ok":
+        if record["status"] in records.FINISHED:  # only an interrupted cell resumes from its checkpoint
             checkpoint.remove(checkpoint.checkpoint_dir(ctx.results_dir, cell.cell_id))
     acc.wait_for_everyone()
     return record

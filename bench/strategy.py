@@ -42,6 +42,8 @@ def load_deepspeed_json(path: Path) -> dict[str, Any]:
         config = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise UsageError(f"--deepspeed-config {path} does not exist; expected a DeepSpeed JSON file") from None
+    except OSError as exc:
+        raise UsageError(f"--deepspeed-config {path} cannot be read ({exc.strerror}); expected a DeepSpeed JSON file") from None
     except ValueError as exc:
         raise UsageError(f"--deepspeed-config {path} is not valid JSON: {exc}") from None
     if not isinstance(config, dict):

@@ -196,3 +196,10 @@ def test_oom_halves_the_batch_and_keeps_the_global_batch(fast_run_args, tmp_path
 def test_next_smaller_divisor_keeps_the_global_batch_exact():
     assert [next_smaller_divisor(12, b) for b in (12, 6, 3)] == [6, 3, 1]
     assert next_smaller_divisor(32, 32) == 16 and next_smaller_divisor(7, 7) == 1
+
+
+@pytest.mark.parametrize("parallel", [[], ["--parallel", "cells"]])
+def test_a_shard_without_cells_exits_0_and_runs_nothing(fast_run_args, tmp_path, capsys, parallel):
+    assert main(fast_run_args + ["--methods", "vit", "--seeds", "0", "--shard", "1/2", *parallel]) == 0
+    assert "has no cells" in capsys.readouterr().err
+    assert not list((tmp_path / "results").rglob("*.json"))

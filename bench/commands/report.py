@@ -31,24 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-paper", action="store_true", help="leave the paper columns out")
 
 
-def resolve_baseline(requested: str | None, method_labels: set[str]) -> str | None:
-    """An explicit baseline must have records; the default (vit) silently drops out when it has none."""
-    from bench.report import DEFAULT_BASELINE
-
-    if requested is None:
-        return DEFAULT_BASELINE if DEFAULT_BASELINE in method_labels else None
-    if requested.lower() == "none":
-        return None
-    if requested not in method_labels:
-        known = ", ".join(sorted(method_labels)) or "none (no records yet)"
-        raise UsageError(f"--baseline {requested}: no record has this method; methods with records: {known}")
-    return requested
-
-
 def run(args: argparse.Namespace) -> int:
     import importlib
 
-    from bench.report import runs_frame, write_report
+    from bench.report import resolve_baseline, runs_frame, write_report
 
     if args.paper is not None and args.no_paper:
         raise UsageError("--paper and --no-paper contradict each other; give one")

@@ -156,6 +156,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--parallel cells starts its own workers: run it with plain `python bench.py`, "
                          "not under accelerate launch/torchrun")
     cells = select_cells(args, build_cells(matrix_spec(args, launched)))
+    if not cells:
+        if not args.shard:
+            raise UsageError("the matrix is empty")
+        # an array with more tasks than cells: the spare tasks succeed with nothing to do
+        print(f"fgbench: shard {args.shard} of this matrix has no cells; nothing to run", file=sys.stderr)
+        return 0
     paths = data_options(args)
     if args.dry_run:
         return dry_run(cells, args)
@@ -172,8 +178,6 @@ def run_in_process(cells, args: argparse.Namespace, paths: dict) -> int:
     from bench.driver import accelerator_for, run_matrix, shutdown, split_by_process, summary_table
     from bench.runner import RunContext
 
-    if not cells:
-        raise UsageError("the matrix is empty")
     acc = accelerator_for(next((c for c in cells if c.world_size == (int(os.environ.get("WORLD_SIZE", "1")))), cells[0]))
     try:
         mine, others = split_by_process(cells, acc)

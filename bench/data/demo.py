@@ -90,7 +90,10 @@ def generate(target: Path, n_train: int = 30, n_test: int = 20, seed: int = 0) -
                 lines.append(f"{rel} {label + 1}")  # UFG files are 1-based
         (tmp / "anno" / f"{split}.txt").write_text("\n".join(lines) + "\n")
     (tmp / STAMP).write_text(f"version {GENERATOR_VERSION} seed {seed} train {n_train} test {n_test}\n")
-    if target.exists():
+    if is_current(target):  # another process finished first: keep theirs, it may be in use
+        shutil.rmtree(tmp, ignore_errors=True)
+        return target
+    if target.exists():  # stale (older generator or settings)
         shutil.rmtree(target)
     try:
         os.replace(tmp, target)

@@ -52,6 +52,6 @@ class SampleSeeded(Dataset):
 
     def __getitem__(self, tagged: int):
         epoch, index = divmod(int(tagged), len(self.dataset))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(sample_seed(self.seed, epoch, index))
+        with torch.random.fork_rng(devices=[]):  # the CPU generator only: CUDA's stay the model's
+            torch.default_generator.manual_seed(sample_seed(self.seed, epoch, index))
             return self.dataset[index]

@@ -9,9 +9,9 @@ from bench.report.board import BOARD_COLUMNS, leaderboard
 from bench.report.markdown import render_markdown, render_report_markdown
 from bench.report.paper import load_paper_results
 from bench.report.runs import RUN_COLUMNS, curves_frame, runs_frame
-from bench.report.write import DEFAULT_BASELINE, write_report
+from bench.report.write import DEFAULT_BASELINE, resolve_baseline, write_report
 
 __all__ = [
     "BOARD_COLUMNS", "DEFAULT_BASELINE", "RUN_COLUMNS", "curves_frame", "leaderboard", "load_paper_results",
-    "render_markdown", "render_report_markdown", "runs_frame", "write_report",
+    "render_markdown", "render_report_markdown", "resolve_baseline", "runs_frame", "write_report",
 ]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.atomic import atomic_write_text
+from bench.errors import UsageError
 from bench.records import safe_name
 from bench.report.board import BOARD_COLUMNS, leaderboard
 from bench.report.latex import render_latex
@@ -36,6 +37,18 @@ def render_csv(board: pd.DataFrame) -> str:
 def ranked(board: pd.DataFrame) -> pd.DataFrame:
     """One dataset's rows, rank first (ranks count within a protocol; the board is already ordered)."""
     return board[["rank"] + [c for c in BOARD_COLUMNS if c != "rank"]]
+
+
+def resolve_baseline(requested: str | None, method_labels: set[str]) -> str | None:
+    """An explicit baseline must have records; the default (vit) silently drops out when it has none."""
+    if requested is None:
+        return DEFAULT_BASELINE if DEFAULT_BASELINE in method_labels else None
+    if requested.lower() == "none":
+        return None
+    if requested not in method_labels:
+        known = ", ".join(sorted(method_labels)) or "none (no records yet)"
+        raise UsageError(f"--baseline {requested}: no record has this method; methods with records: {known}")
+    return requested
 
 
 def write_report(results_dir: Path, baseline: str | None = DEFAULT_BASELINE, paper_path: Path | None = None,

@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from bench.errors import one_line
+from bench.errors import UsageError, one_line
 from bench.meters import PeakMemory
 from bench.speed.backoff import release, run_with_backoff
 from bench.speed.flops import model_gmacs
@@ -149,6 +149,8 @@ def data_phase(row: dict[str, Any], model, forward, workload: Workload, batch: i
         feed = data.feed(recipe, settings.device)
         row.update(train_phase(model, forward, workload, batch, settings, feed=feed, prefix="data"))
         return []
+    except UsageError:
+        raise
     except Exception as exc:  # noqa: BLE001
         return [f"data: {one_line(f'{type(exc).__name__}: {exc}', limit=300)}"]
 

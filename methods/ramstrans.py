@@ -33,6 +33,7 @@ from torch import nn
 
 from bench.errors import UsageError
 from methods.attention import AttentionCapture
+from methods.attention.fast import wide
 from methods.backbone import BackboneConfig, create_vit
 from methods.base import MethodAdapter, method_output
 from methods.dppm import BOX_OFFSETS, grid_scores, patch_boxes, patch_boxes_reference
@@ -144,10 +145,10 @@ class RAMSTransModel(nn.Module):
         logits = views[self.eval_logits]
         if targets is None:
             return method_output(logits, views=views)
-        ce = F.cross_entropy(out["global"].float(), targets, label_smoothing=self.label_smoothing)
+        ce = F.cross_entropy(wide(out["global"]), targets, label_smoothing=self.label_smoothing)
         losses = {"ce": ce}
         if self.local_weight > 0:
-            local = F.cross_entropy(out["local"].float(), targets, label_smoothing=self.label_smoothing)
+            local = F.cross_entropy(wide(out["local"]), targets, label_smoothing=self.label_smoothing)
             losses["ce_local"] = self.local_weight * local
         return method_output(logits, loss=sum(losses.values()), losses=losses, views=views)
 

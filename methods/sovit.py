@@ -27,6 +27,7 @@ from timm.layers import trunc_normal_
 from torch import nn
 
 from bench.errors import UsageError
+from methods.attention.fast import wide
 from methods.backbone import BackboneConfig, create_vit
 from methods.base import MethodAdapter, method_output
 from methods.registry import register_method
@@ -231,9 +232,9 @@ class SoViTClassifier(nn.Module):
         return [*self.head.parameters(), *self.vit.head.parameters()]
 
     def logits(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Logits from the final-norm tokens `[B, prefix + N, C]`, computed in fp32."""
+        """Logits from the final-norm tokens `[B, prefix + N, C]`, computed in float32 or wider (float64 stays)."""
         with torch.autocast(device_type=tokens.device.type, enabled=False):
-            tokens = tokens.float()
+            tokens = wide(tokens)
             logits = self.head(tokens[:, self.vit.num_prefix_tokens:])
             if self.cls_logits:
                 logits = logits + self.vit.forward_head(tokens)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
+from methods.attention.fast import wide
 from methods.backbone import BackboneConfig, create_vit
 from methods.base import MethodAdapter, method_output
 from methods.registry import register_method
@@ -20,7 +21,7 @@ class ViTClassifier(nn.Module):
         logits = self.vit(images)
         if targets is None:
             return method_output(logits)
-        ce = F.cross_entropy(logits.float(), targets, label_smoothing=self.label_smoothing)
+        ce = F.cross_entropy(wide(logits), targets, label_smoothing=self.label_smoothing)
         return method_output(logits, loss=ce, losses={"ce": ce})
 
 

@@ -35,6 +35,12 @@ from methods.registry import register_method
 SVPN_EPS = 1e-5  # added to s^(1-alpha) before dividing the residual (SV:src/normalization/svPN.py)
 NORMALIZE_EPS = 1e-12  # F.normalize's default, as in the original power iteration
 DEFAULT_GUARD = 1e-6  # floor on the estimated singular values before any power (0 = the original)
+# With one power-iteration step, X r = s l exactly, so the deflated residual sends the shared start
+# vector to zero: every singular value after the first is amplified rounding noise (a one-ulp change
+# of X moves the output by ~0.2 relative, in float64 as in float32). Two steps or more are stable.
+UNSTABLE_DEFLATION = ("iters=1 with sv_num={sv_num} deflates rounding noise (after one step the residual "
+                      "annihilates the start vector); use sv_num=1 (any iters), or iters >= 2 with sv_num >= 2 "
+                      "or sv_num=0 (full deflation: stable from iters=2, nearer exact svPN as iters grows)")
 
 
 # --------------------------------------------------------------------------------------------- maths
@@ -91,11 +97,16 @@ def sv_power_norm(
     least this before any power. The original (guard 0) has a NaN gradient when an s_i is exactly
     0 (all-zero input, or deflating a rank-deficient X), since d/ds s^alpha is infinite there; a
     guard of 1e-6 changes nothing for any s_i above it. Works in the input's dtype.
+
+    ``iters=1`` with ``sv_num != 1`` is refused (ValueError): one step leaves X r_1 = s_1 l_1 exactly,
+    so the deflated residual maps the start vector to zero and every further s_i is rounding noise.
     """
     if X.ndim != 3:
         raise ValueError(f"X must be [B, d1, d2], got {tuple(X.shape)}")
     if sv_num is not None and sv_num < 1:
         raise ValueError(f"sv_num must be >= 1 or None (every singular value), got {sv_num}")
+    if iters == 1 and sv_num != 1:
+        raise ValueError(UNSTABLE_DEFLATION.format(sv_num=0 if sv_num is None else sv_num))
     batch, d1, d2 = X.shape
     if start is None:
         start = X.new_ones(d1)
@@ -334,6 +345,9 @@ class SoViTAdapterBase(MethodAdapter):
                 problems.append(f"{key} must be an integer >= {low} (got {options[key]!r})")
         if not 0.0 <= options["alpha"] <= 1.0:
             problems.append(f"alpha must be in [0, 1] (got {options['alpha']})")
+        if (options["representation"] == "second_order" and options["sv_method"] == "power"
+                and options["iters"] == 1 and options["sv_num"] != 1):
+            problems.append(UNSTABLE_DEFLATION.format(sv_num=options["sv_num"]))
         if options["sv_guard"] < 0:
             problems.append(f"sv_guard must be >= 0 (got {options['sv_guard']})")
         if not 0.0 <= options["dropout"] < 1.0:

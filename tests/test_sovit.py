@@ -371,6 +371,25 @@ def test_variants_and_options_select_the_head():
     assert adapter.resolve_options("dropout70")["dropout"] == 0.7
 
 
+def test_one_step_deflation_is_refused_and_two_steps_are_stable():
+    """After one step X r = s l, so the residual maps the start vector to zero: a one-ulp change of X
+    moves the original's own output by ~0.3 (sv_num=2) or ~1e-4 (full deflation), against ~1e-16
+    with two steps."""
+    X = cross_covariance(torch.relu(randn(3, 20, 8, seed=30)), torch.relu(randn(3, 20, 6, seed=32)))
+    start = randn(8, seed=31)
+    nudged = X * (1 + torch.finfo(X.dtype).eps)
+    for sv_num in (2, None):
+        noisy = original_svpn(X, start, iterNum=1, svNum=sv_num)
+        assert rel(original_svpn(nudged, start, iterNum=1, svNum=sv_num), noisy) > 1e-8
+        assert rel(sv_power_norm(nudged, 0.5, 2, sv_num, start), sv_power_norm(X, 0.5, 2, sv_num, start)) < 1e-12
+        with pytest.raises(ValueError, match="iters >= 2"):
+            sv_power_norm(X, 0.5, 1, sv_num, start)
+    for sv_num in (2, 0):
+        with pytest.raises(UsageError, match=f"iters=1 with sv_num={sv_num} .*iters >= 2.*sv_num=0"):
+            get_method("sovit").resolve_options(None, {"iters": 1, "sv_num": sv_num})
+    assert get_method("sovit").resolve_options(None, {"iters": 1, "sv_num": 2, "sv_method": "svd"})["iters"] == 1
+
+
 @pytest.mark.parametrize("bad", [{"sv_method": "qr"}, {"start": "zeros"}, {"iters": 0}, {"alpha": 1.5},
                                  {"dropout": 1.0}, {"representation": "third_order"}, {"sv_guard": -1.0},
                                  {"d1": 2.5}, {"head_lr_scale": 0.0}])

@@ -36,3 +36,11 @@ def test_bad_sovit_option_is_one_line_and_exit_2(fast_run_args, capsys):
     assert main(["--methods", "sovit", "--opt", "sv_method=qr", *fast_run_args]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "sv_method must be one of power, svd" in lines[0], lines
+
+
+def test_one_step_full_deflation_is_one_line_and_exit_2(fast_run_args, capsys):
+    from bench.cli import main
+
+    assert main(["--methods", "sovit", "--opt", "sv_num=0", *fast_run_args]) == 2  # iters defaults to 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "iters=1 with sv_num=0" in lines[0] and "iters >= 2" in lines[0], lines

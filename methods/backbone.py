@@ -184,6 +184,9 @@ def embed_tokens(vit: VisionTransformer, images: torch.Tensor) -> torch.Tensor:
     return vit.norm_pre(x)
 
 
+HEAD_INITS = ("torch", "zero")  # a method's classifier: PyTorch's default Linear init, or zeros
+
+
 def zero_head(head: nn.Module) -> None:
     if isinstance(head, nn.Linear):
         nn.init.zeros_(head.weight)

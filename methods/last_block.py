@@ -10,6 +10,8 @@ checkpoint loading stay the backbone's; the load report is corrected to say what
 
 from __future__ import annotations
 
+from typing import Callable
+
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
@@ -26,11 +28,13 @@ def reset_block_like_reference(block: Block) -> None:
         nn.init.normal_(fc.bias, std=1e-6)
 
 
-def renew_last_layers(vit: VisionTransformer, *, keep_last_block: bool, keep_final_norm: bool) -> None:
-    """Re-initialise the last block and/or the final norm unless kept (from a checkpoint, if any)."""
+def renew_last_layers(vit: VisionTransformer, *, keep_last_block: bool, keep_final_norm: bool,
+                      fresh_block: Callable[[Block], None] = reset_block_like_reference) -> None:
+    """Re-initialise the last block (with `fresh_block`) and/or the final norm unless kept (from a
+    checkpoint, if any)."""
     fresh = []
     if not keep_last_block:
-        reset_block_like_reference(vit.blocks[-1])
+        fresh_block(vit.blocks[-1])
         fresh.append(f"blocks.{len(vit.blocks) - 1}.")
     if not keep_final_norm:
         vit.norm.reset_parameters()

@@ -34,7 +34,7 @@ from torch import nn
 from bench.errors import UsageError
 from methods.attention import AttentionCapture
 from methods.attention.fast import wide
-from methods.backbone import BackboneConfig, create_vit
+from methods.backbone import HEAD_INITS, BackboneConfig, create_vit
 from methods.base import MethodAdapter, method_output
 from methods.dppm import BOX_OFFSETS, grid_scores, patch_boxes, patch_boxes_reference
 from methods.registry import register_method
@@ -42,7 +42,6 @@ from methods.registry import register_method
 __all__ = ["RAMSTrans", "RAMSTransModel", "crop_zoom", "crop_zoom_reference", "patch_boxes"]
 
 EVAL_LOGITS = ("global", "local", "sum")
-HEAD_INITS = ("torch", "zero")
 
 
 # ------------------------------------------------------------------------------- crop and zoom

@@ -35,11 +35,12 @@ from torch import nn
 from bench.errors import UsageError
 from methods.attention import AttentionCapture, LayerQK, fast, reference
 from methods.attention.fast import compute_dtype
-from methods.backbone import BackboneConfig, create_vit, embed_tokens
+from methods.backbone import HEAD_INITS, BackboneConfig, create_vit, embed_tokens
 from methods.base import MethodAdapter, method_output
 from methods.ffvt import check_depth
 from methods.last_block import renew_last_layers
 from methods.registry import register_method
+from methods.released_init import load_block_draws, replayed_rng, transfg_draws
 
 # -------------------------------------------------------------------------------------- part selection
 
@@ -153,6 +154,7 @@ class TransFG(MethodAdapter):
         "contrastive_divisor": "batch_squared",  # or batch (the first commit, before ff28b58)
         "load_final_norm": True,  # part_norm from the checkpoint's encoder_norm (since ff28b58)
         "pretrained_last_block": False,  # part_layer from the checkpoint's last block (never in the released code)
+        "head_init": "torch",  # released: PyTorch's Linear init (load_from never touches part_head); zero
     }
     variants = {
         "overlap": {"split": "overlap"},  # the README's CUB command (--split overlap)
@@ -173,6 +175,8 @@ class TransFG(MethodAdapter):
         if options["contrastive_divisor"] not in CONTRASTIVE_DIVISORS:
             problems.append(f"contrastive_divisor must be one of {', '.join(CONTRASTIVE_DIVISORS)} "
                             f"(got {options['contrastive_divisor']!r})")
+        if options["head_init"] not in HEAD_INITS:
+            problems.append(f"head_init must be one of {', '.join(HEAD_INITS)} (got {options['head_init']!r})")
         if not -1.0 <= options["contrastive_margin"] <= 1.0:
             problems.append(f"contrastive_margin must be a cosine in [-1, 1] (got {options['contrastive_margin']})")
         if problems:
@@ -189,8 +193,15 @@ class TransFG(MethodAdapter):
         return dataclasses.replace(backbone, patch_stride=options["slide_step"])
 
     def build(self, num_classes: int, backbone: BackboneConfig, options, recipe) -> nn.Module:
-        vit = create_vit(backbone, num_classes)
+        """timm's model, then the released constructor's draws replayed from the RNG state on entry:
+        a seeded build gives `part_layer` and `part_head` the released code's values."""
+        with replayed_rng():
+            vit = create_vit(backbone, num_classes)
+        part_layer, head = transfg_draws(vit, num_classes)
         renew_last_layers(vit, keep_last_block=options["pretrained_last_block"],
-                          keep_final_norm=options["load_final_norm"])
+                          keep_final_norm=options["load_final_norm"],
+                          fresh_block=lambda block: load_block_draws(block, part_layer))
+        if options["head_init"] == "torch":
+            vit.head.load_state_dict(head.state_dict())
         return TransFGModel(vit, options["contrastive"], options["contrastive_margin"],
                             options["contrastive_divisor"], label_smoothing=recipe.label_smoothing)

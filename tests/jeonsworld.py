@@ -40,11 +40,17 @@ class Attention(nn.Module):
 
 class Block(nn.Module):
     def __init__(self, dim: int, heads: int, hidden: int):
+        """Built in the released order (T:models/modeling.py:177-184, 112-126): the norms, the MLP with
+        its `_init_weights`, then the attention, so a seeded construction draws the released values."""
         super().__init__()
         self.attention_norm = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, heads)
         self.ffn_norm = nn.LayerNorm(dim, eps=1e-6)
         self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+        nn.init.xavier_uniform_(self.fc1.weight)
+        nn.init.xavier_uniform_(self.fc2.weight)
+        nn.init.normal_(self.fc1.bias, std=1e-6)
+        nn.init.normal_(self.fc2.bias, std=1e-6)
+        self.attn = Attention(dim, heads)
 
     def forward(self, x: torch.Tensor):
         h, weights, contribution = self.attn(self.attention_norm(x))
@@ -56,6 +62,8 @@ class Block(nn.Module):
 class ReferenceViT(nn.Module):
     def __init__(self, dim: int, heads: int, hidden: int, depth: int, patch: int, stride: int, n_patches: int,
                  num_classes: int):
+        """Layers in TransFG's constructor order: patch conv, blocks (the last is `part_layer`), norm,
+        head (`part_head`)."""
         super().__init__()
         self.patch = nn.Conv2d(3, dim, kernel_size=patch, stride=stride)
         self.cls = nn.Parameter(torch.zeros(1, 1, dim))
@@ -100,6 +108,10 @@ class ReferenceViT(nn.Module):
                 for param, value in zip(params, timm[name].chunk(len(params), dim=0)):
                     param.copy_(value)
         return ref
+
+    def timm_state(self) -> dict[str, torch.Tensor]:
+        """This model's parameters under the timm names (q/k/v concatenated into `qkv`)."""
+        return {name: torch.cat([p.detach() for p in params], dim=0) for name, params in self._names().items()}
 
     def timm_grads(self) -> dict[str, torch.Tensor]:
         return {name: torch.cat([p.grad for p in params], dim=0) for name, params in self._names().items()}

@@ -95,10 +95,33 @@ def build(mode="fused", seed=0, backbone=TINY, **options) -> TransFGModel:
     opts = adapter.resolve_options(None, {"attention": mode, **options})
     torch.manual_seed(seed)
     model = adapter.create(5, adapter.configure_backbone(backbone, opts), opts, Recipe()).double()
-    assert torch.count_nonzero(model.vit.head.weight) == 0  # zero-initialised, as the released code
-    with torch.no_grad():  # non-zero logits, so that the checks below can fail
+    with torch.no_grad():  # larger logits than the default init's, so that the checks below can fail
         model.vit.head.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
     return model
+
+
+@pytest.mark.parametrize("split", ["non-overlap", "overlap"])
+def test_a_seeded_build_draws_the_released_part_layer_and_head(split):
+    """The released code never loads `part_layer` or `part_head` (`zero_head` is stored, never read):
+    both keep the values its constructor drew from the seeded RNG. A seeded fgbench build holds the
+    same values as the released constructor order under the same seed, and leaves the RNG where it
+    leaves it."""
+    adapter = get_method("transfg")
+    opts = adapter.resolve_options(None, {"split": split, "slide_step": 6})
+    backbone = adapter.configure_backbone(TINY, opts)
+    torch.manual_seed(11)
+    vit = adapter.create(5, backbone, opts, Recipe()).vit
+    after_build = torch.random.get_rng_state()
+    torch.manual_seed(11)
+    ref = ReferenceViT(32, 4, 128, TINY.depth, 8, backbone.stride, backbone.num_patches, 5)
+    assert torch.equal(torch.random.get_rng_state(), after_build)
+    want, got = ref.timm_state(), vit.state_dict()
+    fresh = [k for k in want if k.startswith((f"blocks.{TINY.depth - 1}.", "head."))]
+    assert len(fresh) == 14 and torch.count_nonzero(got["head.weight"]) > 0
+    for key in fresh:
+        assert torch.equal(got[key], want[key]), key
+    zero = adapter.create(5, backbone, adapter.resolve_options(None, {"head_init": "zero"}), Recipe()).vit
+    assert torch.count_nonzero(zero.head.weight) == 0 and torch.count_nonzero(zero.head.bias) == 0
 
 
 def reference_transfg(ref: ReferenceViT, x, labels):

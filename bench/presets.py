@@ -4,8 +4,9 @@
 ViTs barely move under the papers' SGD recipe within a CPU budget, so `tiny` switches to AdamW;
 it is a smoke scale, not a reproduction. `base` is ViT-B/16 at the dataset's paper resolution with
 the method's published recipe; `base32` (ViT-B/32, RAMS-Trans' released configuration) and
-`base_r50` (R50+ViT-B/16 hybrid, timm's `vit_base_r50_s16` layout) are the same with another
-patch embedding. The `base*` presets are meant to start from `--pretrained` weights.
+`base_r50` (R50+ViT-B/16 hybrid with the released code's ResNetV2, the jeonsworld port) and
+`base_r50_timm` (the same with timm's TF-"same" ResNetV2, the layout the Google weights were
+trained with in JAX; `methods.resnet_stem`) are the same with another patch embedding. The `base*` presets are meant to start from `--pretrained` weights.
 """
 
 from __future__ import annotations
@@ -58,8 +59,18 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             name="base_r50",
-            description="R50+ViT-B/16 hybrid (ResNetV2 stages 3,4,9 as the patch embedding) at the paper resolution",
-            backbone=dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, hybrid_layers=(3, 4, 9)),
+            description="R50+ViT-B/16 hybrid (ResNetV2 stages 3,4,9 as the patch embedding; the released "
+                        "code's ResNetV2: PyTorch padding) at the paper resolution",
+            backbone=dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, hybrid_layers=(3, 4, 9),
+                          hybrid_stem="released"),
+            recipe={},
+        ),
+        Preset(
+            name="base_r50_timm",
+            description="R50+ViT-B/16 hybrid with timm's ResNetV2 (TF-\"same\" padding, as the JAX code that "
+                        "trained the Google weights) at the paper resolution",
+            backbone=dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, hybrid_layers=(3, 4, 9),
+                          hybrid_stem="timm"),
             recipe={},
         ),
     )

@@ -9,7 +9,8 @@ Public API:
 - `BackboneConfig`: geometry (any image size that is a multiple of the patch size), dropout,
   `extra_tokens` (prefix tokens after the class token: RAMS-Trans' second class token, timm
   `reg_tokens`), `hybrid_layers` (ResNetV2 stage depths of a hybrid stem; ``(3, 4, 9)`` is
-  R50+ViT-B/16), `patch_stride` (overlapping patches: TransFG's `split='overlap'`), `pretrained`
+  R50+ViT-B/16) and `hybrid_stem` (`methods.resnet_stem`: the released code's ResNetV2 by default,
+  or timm's TF-"same" one), `patch_stride` (overlapping patches: TransFG's `split='overlap'`), `pretrained`
   (a `PretrainedFile` or None) and `pos_embed_resize`.
   `identity()` is what enters a cell id (the weights' sha256, not their path).
 - `create_vit(cfg, num_classes)`: the model, weights loaded when `cfg.pretrained` is set (the
@@ -26,13 +27,13 @@ from functools import partial
 from typing import Any
 
 import torch
-from timm.layers import HybridEmbed, PatchEmbed, StdConv2dSame
-from timm.models.resnetv2 import ResNetV2
+from timm.layers import HybridEmbed, PatchEmbed
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from bench.errors import UsageError
 from methods.pretrained import LoadReport, PretrainedFile, check_resize_mode, load_pretrained, plan_load
+from methods.resnet_stem import HYBRID_STEMS
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class BackboneConfig:
     drop_rate: float = 0.1  # embeddings and MLP (reference placement)
     extra_tokens: int = 0  # prefix tokens after the class token, each with its own position entry
     hybrid_layers: tuple[int, ...] = ()  # ResNetV2 stage depths; () = linear patch embedding
+    hybrid_stem: str = "released"  # which ResNetV2 (methods.resnet_stem): released (jeonsworld port) or timm
     patch_stride: int = 0  # stride of the patch convolution; 0 = patch_size (non-overlapping patches)
     pretrained: PretrainedFile | None = None
     pos_embed_resize: str = "bilinear"  # how a checkpoint's position grid is resampled (see methods.pretrained)
@@ -66,6 +68,8 @@ class BackboneConfig:
         if not 0 <= self.patch_stride <= self.patch_size:
             raise UsageError(f"patch_stride must be between 1 and the patch size {self.patch_size} "
                              f"(0 = non-overlapping), got {self.patch_stride}")
+        if self.hybrid_stem not in HYBRID_STEMS:
+            raise UsageError(f"hybrid_stem must be one of {', '.join(HYBRID_STEMS)}, got {self.hybrid_stem!r}")
         if self.patch_stride and self.hybrid_layers:
             raise UsageError("overlapping patches (patch_stride) need the linear patch embedding, not a hybrid stem")
         check_resize_mode(self.pos_embed_resize)
@@ -98,6 +102,8 @@ class BackboneConfig:
         ident["pretrained"] = self.pretrained.sha256 if self.pretrained else None
         if not self.patch_stride:
             del ident["patch_stride"]  # added later: the ids of non-overlapping backbones stay as they were
+        if not self.hybrid_layers:
+            del ident["hybrid_stem"]  # likewise for backbones without a ResNet stem
         return ident
 
 
@@ -119,17 +125,11 @@ class OverlapPatchEmbed(PatchEmbed):
         self.num_patches = self.grid_size[0] * self.grid_size[1]
 
 
-def hybrid_stem(layers: tuple[int, ...]) -> nn.Module:
-    """The BiT ResNetV2 of timm's `vit_base_r50_s16_*` (TF-"same" padding, as the Google weights)."""
-    return ResNetV2(layers=layers, num_classes=0, global_pool="", in_chans=3, preact=False, stem_type="same",
-                    conv_layer=partial(StdConv2dSame, eps=1e-8))
-
-
 def build_vit(cfg: BackboneConfig, num_classes: int) -> VisionTransformer:
     """A randomly initialised timm ViT with the reference dropout placement and a zero head."""
     hybrid = bool(cfg.hybrid_layers)
     if hybrid:
-        embed_layer = partial(HybridEmbed, backbone=hybrid_stem(cfg.hybrid_layers))
+        embed_layer = partial(HybridEmbed, backbone=HYBRID_STEMS[cfg.hybrid_stem](cfg.hybrid_layers))
     elif cfg.patch_stride:
         embed_layer = partial(OverlapPatchEmbed, stride=cfg.patch_stride)
     else:

@@ -124,3 +124,81 @@ class ReferenceViT(nn.Module):
         for name, grad in got.items():
             assert grad is not None and grad.abs().max() > 0, name
             assert (grad - want[name]).abs().max() <= tol, name
+
+
+# ------------------------------------------------------------------------------- the R50 of the hybrids
+
+
+def standardise(weight: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """The released `StdConv2d`'s weight: per output channel, minus the mean, over sqrt(biased var + eps)."""
+    var, mean = torch.var_mean(weight, dim=(1, 2, 3), keepdim=True, unbiased=False)
+    return (weight - mean) / torch.sqrt(var + eps)
+
+
+class StdConv(nn.Conv2d):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, standardise(self.weight), None, self.stride, self.padding)
+
+
+class Unit(nn.Module):
+    """The released `PreActBottleneck` (post-activation despite its name; M:models/modeling_resnet.py:55-91)."""
+
+    def __init__(self, cin: int, cout: int, cmid: int, stride: int):
+        super().__init__()
+        self.conv1, self.gn1 = StdConv(cin, cmid, 1, bias=False), nn.GroupNorm(32, cmid, eps=1e-6)
+        self.conv2, self.gn2 = StdConv(cmid, cmid, 3, stride, padding=1, bias=False), nn.GroupNorm(32, cmid, eps=1e-6)
+        self.conv3, self.gn3 = StdConv(cmid, cout, 1, bias=False), nn.GroupNorm(32, cout, eps=1e-6)
+        self.project = stride != 1 or cin != cout
+        if self.project:
+            self.downsample, self.gn_proj = StdConv(cin, cout, 1, stride, bias=False), nn.GroupNorm(cout, cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        residual = self.gn_proj(self.downsample(x)) if self.project else x
+        y = F.relu(self.gn1(self.conv1(x)))
+        y = F.relu(self.gn2(self.conv2(y)))
+        return F.relu(residual + self.gn3(self.conv3(y)))
+
+
+class ReferenceResNetV2(nn.Module):
+    """The released `ResNetV2` (M:models/modeling_resnet.py:129-165): root 7x7/2 conv pad 3, GroupNorm,
+    ReLU, 3x3/2 max-pool without padding; stage s has units of width 64·2^s (out 256·2^s), the first
+    with stride 2 from the second stage on."""
+
+    def __init__(self, layers: tuple[int, ...], width: int = 64):
+        super().__init__()
+        self.conv, self.gn = StdConv(3, width, 7, 2, padding=3, bias=False), nn.GroupNorm(32, width, eps=1e-6)
+        stages, cin = [], width
+        for s, depth in enumerate(layers):
+            cmid, cout = width * 2**s, width * 4 * 2**s
+            stages.append(nn.ModuleList(Unit(cin if u == 0 else cout, cout, cmid, 2 if s and u == 0 else 1)
+                                        for u in range(depth)))
+            cin = cout
+        self.stages = nn.ModuleList(stages)
+
+    def root(self, x: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(F.relu(self.gn(self.conv(x))), kernel_size=3, stride=2, padding=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.root(x)
+        for stage in self.stages:
+            for unit in stage:
+                x = unit(x)
+        return x
+
+    @classmethod
+    def from_timm(cls, resnet: nn.Module) -> "ReferenceResNetV2":
+        """Copy a timm `ResNetV2` (fgbench's hybrid stem) into the transcription."""
+        layers = tuple(len(stage.blocks) for stage in resnet.stages)
+        ref = cls(layers, resnet.stem.conv.out_channels).to(resnet.stem.conv.weight.dtype)
+        pairs = [(ref.conv, resnet.stem.conv), (ref.gn, resnet.stem.norm)]
+        for units, stage in zip(ref.stages, resnet.stages):
+            for unit, block in zip(units, stage.blocks):
+                pairs += [(unit.conv1, block.conv1), (unit.gn1, block.norm1), (unit.conv2, block.conv2),
+                          (unit.gn2, block.norm2), (unit.conv3, block.conv3), (unit.gn3, block.norm3)]
+                if unit.project:
+                    pairs += [(unit.downsample, block.downsample.conv), (unit.gn_proj, block.downsample.norm)]
+        with torch.no_grad():
+            for mine, theirs in pairs:
+                for name, param in mine.named_parameters():
+                    param.copy_(getattr(theirs, name))
+        return ref

@@ -17,7 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--datasets", default="demo", help="comma list of datasets or aliases, or 'all'")
     g.add_argument("--seeds", default="0", help="comma list or range of seeds, e.g. 0,1,2 or 0-4")
     g.add_argument("--preset", default="tiny",
-                   help="tiny (CPU scale), base (ViT-B/16), base32 (ViT-B/32) or base_r50 (R50+ViT-B/16); paper recipe")
+                   help="tiny (CPU scale), base (ViT-B/16), base32 (ViT-B/32), base_r50 (R50+ViT-B/16, the released "
+                        "code's ResNetV2) or base_r50_timm (timm's TF-same ResNetV2); paper recipe")
     g.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="mixed precision (default: accelerate's launch setting, else no)")
     g.add_argument("--rerun", choices=("none", "failed", "all"), default="none",

@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="torch.compile axis: off, on, or off,on (compile time is excluded and reported apart)")
     g.add_argument("--compile-backend", default="inductor", help="torch.compile backend (default inductor)")
     g.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune (default: torch's)")
-    g.add_argument("--preset", default="tiny", help="tiny (CPU scale), base (ViT-B/16), base32, base_r50")
+    g.add_argument("--preset", default="tiny", help="tiny (CPU scale), base (ViT-B/16), base32, base_r50, base_r50_timm")
     g.add_argument("--img-size", default=None, metavar="S[,S...]",
                    help="image sizes (default: the preset's; 384,448 for base presets; the recipe's with --with-data)")
     g.add_argument("--batch-size", default=None, metavar="B[,B...]",

@@ -41,6 +41,7 @@ from methods.backbone import BackboneConfig, create_vit, embed_tokens
 from methods.base import MethodAdapter, method_output
 from methods.last_block import renew_last_layers
 from methods.registry import register_method
+from methods.released_init import load_block_draws, released_draws, replayed_rng
 
 # ---------------------------------------------------------------------------------------------- MAWS
 
@@ -194,7 +195,12 @@ class FFVT(MethodAdapter):
         return backbone
 
     def build(self, num_classes: int, backbone: BackboneConfig, options, recipe) -> nn.Module:
-        vit = create_vit(backbone, num_classes)
+        """timm's model, then the released constructor's draws replayed from the RNG state on entry:
+        a seeded build gives `ff_last_layer` the released code's values; the head stays zero."""
+        with replayed_rng():
+            vit = create_vit(backbone, num_classes)
+        fusion_block, _ = released_draws(vit, num_classes, new_block_first=True)
         renew_last_layers(vit, keep_last_block=options["pretrained_last_block"],
-                          keep_final_norm=options["load_final_norm"])
+                          keep_final_norm=options["load_final_norm"],
+                          fresh_block=lambda block: load_block_draws(block, fusion_block))
         return FFVTModel(vit, options["num_tokens"], label_smoothing=recipe.label_smoothing)

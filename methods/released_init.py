@@ -12,7 +12,9 @@ released constructor leaves it.
 TransFG (T:models/modeling.py:136-160, 177-184, 249-258, 289-297) draws: the patch Conv2d; then for
 each of the L-1 encoder blocks and the part layer a `Block`, whose `Mlp` comes first (fc1, fc2 at
 PyTorch's default, then xavier-uniform weights and N(0, 1e-6) biases) and its `Attention` second
-(query, key, value, out Linears); the LayerNorms draw nothing; last the `part_head` Linear.
+(query, key, value, out Linears); the LayerNorms draw nothing; last the `part_head` Linear. FFVT
+(F:models/modeling.py:151-176, 277-294, 340-374) draws its embedding (a hybrid's ResNetV2 first),
+then `ff_last_layer`, then the L-1 blocks, then the head, which it zeroes.
 """
 
 from __future__ import annotations
@@ -42,19 +44,42 @@ def released_block_draws(dim: int, mlp_dim: int) -> dict[str, torch.Tensor]:
     }
 
 
-def transfg_draws(vit: VisionTransformer, num_classes: int) -> tuple[dict[str, torch.Tensor], nn.Linear]:
-    """TransFG's constructor draws from the current RNG state for the geometry of `vit`: returns the
-    part layer (timm `Block` state) and the part head; the patch conv and the encoder blocks are
-    drawn and dropped (`load_from` overwrites them, or the backbone keeps timm's init)."""
-    conv = vit.patch_embed.proj
+def _stem_draws(vit: VisionTransformer) -> None:
+    """The embedding's draws: a hybrid's ResNetV2 convolutions first (the port's root conv, then per unit
+    conv1, conv2, conv3 and the projection; GroupNorms draw nothing), then the patch Conv2d."""
+    backbone = getattr(vit.patch_embed, "backbone", None)
+    convs = []
+    if backbone is not None:
+        convs.append(backbone.stem.conv)
+        for stage in backbone.stages:
+            for block in stage.blocks:
+                convs += [block.conv1, block.conv2, block.conv3]
+                if block.downsample is not None:
+                    convs.append(block.downsample.conv)
+    convs.append(vit.patch_embed.proj)
+    for conv in convs:
+        nn.Conv2d(conv.in_channels, conv.out_channels, kernel_size=conv.kernel_size, stride=conv.stride,
+                  bias=conv.bias is not None)
+
+
+def released_draws(vit: VisionTransformer, num_classes: int, *, new_block_first: bool
+                   ) -> tuple[dict[str, torch.Tensor], nn.Linear]:
+    """The released constructor's draws from the current RNG state, for the geometry of `vit`: the
+    new last block (timm `Block` state) and the head; the embedding and the L-1 encoder blocks are
+    drawn and dropped (`load_from` overwrites them, or the backbone keeps timm's init).
+
+    new_block_first: FFVT builds `ff_last_layer` before the encoder blocks (F:models/modeling.py:
+    277-294); TransFG builds `part_layer` after them (T:models/modeling.py:249-258)."""
     dim, mlp_dim = vit.embed_dim, vit.blocks[0].mlp.fc1.out_features
     with torch.device("cpu"), torch.no_grad():
-        nn.Conv2d(conv.in_channels, conv.out_channels, kernel_size=conv.kernel_size, stride=conv.stride)
+        _stem_draws(vit)
+        new_block = released_block_draws(dim, mlp_dim) if new_block_first else None
         for _ in range(len(vit.blocks) - 1):
             released_block_draws(dim, mlp_dim)
-        part_layer = released_block_draws(dim, mlp_dim)
+        if new_block is None:
+            new_block = released_block_draws(dim, mlp_dim)
         head = nn.Linear(dim, num_classes)
-    return part_layer, head
+    return new_block, head
 
 
 def load_block_draws(block: Block, draws: dict[str, torch.Tensor]) -> None:

@@ -40,7 +40,7 @@ from methods.base import MethodAdapter, method_output
 from methods.ffvt import check_depth
 from methods.last_block import renew_last_layers
 from methods.registry import register_method
-from methods.released_init import load_block_draws, replayed_rng, transfg_draws
+from methods.released_init import load_block_draws, released_draws, replayed_rng
 
 # -------------------------------------------------------------------------------------- part selection
 
@@ -197,7 +197,7 @@ class TransFG(MethodAdapter):
         a seeded build gives `part_layer` and `part_head` the released code's values."""
         with replayed_rng():
             vit = create_vit(backbone, num_classes)
-        part_layer, head = transfg_draws(vit, num_classes)
+        part_layer, head = released_draws(vit, num_classes, new_block_first=False)
         renew_last_layers(vit, keep_last_block=options["pretrained_last_block"],
                           keep_final_norm=options["load_final_norm"],
                           fresh_block=lambda block: load_block_draws(block, part_layer))

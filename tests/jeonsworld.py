@@ -61,11 +61,11 @@ class Block(nn.Module):
 
 class ReferenceViT(nn.Module):
     def __init__(self, dim: int, heads: int, hidden: int, depth: int, patch: int, stride: int, n_patches: int,
-                 num_classes: int):
-        """Layers in TransFG's constructor order: patch conv, blocks (the last is `part_layer`), norm,
-        head (`part_head`)."""
+                 num_classes: int, in_chans: int = 3):
+        """Layers in the released constructors' order: patch conv, blocks, norm, head. In TransFG the
+        last block is `part_layer` (built after the others); FFVT builds `ff_last_layer` first."""
         super().__init__()
-        self.patch = nn.Conv2d(3, dim, kernel_size=patch, stride=stride)
+        self.patch = nn.Conv2d(in_chans, dim, kernel_size=patch, stride=stride)
         self.cls = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos = nn.Parameter(torch.zeros(1, 1 + n_patches, dim))
         self.blocks = nn.ModuleList(Block(dim, heads, hidden) for _ in range(depth))

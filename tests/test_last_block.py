@@ -11,6 +11,7 @@ import torch
 
 from bench.recipe import Recipe
 from google_layout import vit_arrays, write_npz
+from jeonsworld import ReferenceResNetV2, ReferenceViT
 from methods import get_method, parse_method_spec
 from methods.backbone import BackboneConfig, create_vit
 from methods.pretrained import PretrainedFile
@@ -89,6 +90,32 @@ def test_a_fresh_last_block_has_the_reference_init(method):
         assert 0.95 * xavier < fc.weight.abs().max() <= xavier
         assert 0 < fc.bias.abs().max() < 1e-4 and abs(fc.bias.std().item() - 1e-6) < 3e-7
     assert torch.count_nonzero(old.mlp.fc1.bias) == 0  # timm's init elsewhere (zero biases)
+
+
+@pytest.mark.parametrize("method, hybrid", [("ffvt", False), ("ffvt", True), ("transfg", False)])
+def test_a_seeded_build_draws_the_released_new_block(method, hybrid):
+    """The released code seeds, then builds: its new block keeps the values drawn at its place in the
+    constructor order (FFVT: `ff_last_layer` right after the embedding, a hybrid's ResNet first;
+    TransFG: `part_layer` after the encoder blocks). A seeded build here holds the same values and
+    leaves the RNG where the released constructor does."""
+    D, depth = 32, 3
+    cfg = BackboneConfig(img_size=32, patch_size=16 if hybrid else 8, embed_dim=D, depth=depth, num_heads=4,
+                         hybrid_layers=(1, 1, 1) if hybrid else ())
+    torch.manual_seed(5)
+    model = create(method, cfg, **({"num_tokens": 2} if method == "ffvt" else {}))
+    after_build = torch.random.get_rng_state()
+    torch.manual_seed(5)
+    if hybrid:
+        ReferenceResNetV2((1, 1, 1))
+    ref = ReferenceViT(D, 4, 4 * D, depth, 1 if hybrid else 8, 1 if hybrid else 8, cfg.num_patches, 5,
+                       in_chans=1024 if hybrid else 3)
+    assert torch.equal(torch.random.get_rng_state(), after_build)
+    released = 0 if method == "ffvt" else depth - 1  # where the released constructor built the new block
+    want, got = ref.timm_state(), model.vit.state_dict()
+    for key in [k for k in want if k.startswith(f"blocks.{released}.")]:
+        assert torch.equal(got[key.replace(f"blocks.{released}.", f"blocks.{depth - 1}.")], want[key]), key
+    head = got["head.weight"]
+    assert torch.equal(head, want["head.weight"]) if method == "transfg" else torch.count_nonzero(head) == 0
 
 
 def test_the_overlapping_split_loads_the_checkpoint_kernel_and_resizes_the_positions(backbone):

@@ -2,7 +2,9 @@
 
 The FFVT/TransFG/Mix-ViT/RAMS-Trans code (jeonsworld ViT-pytorch lineage) puts dropout after the
 embeddings and inside the MLP only: none after the attention projection and none on attention
-probabilities. The classification head starts at zero (`zero_head=True` in the originals).
+probabilities. The classification head starts at zero, as FFVT and Mix-ViT read their
+`zero_head=True`; TransFG stores the flag without reading it and RAMS-Trans never zeroes, so those
+adapters restore PyTorch's default `Linear` init (their `head_init` option).
 
 Public API:
 

@@ -14,7 +14,10 @@ The released code (RAMS-Trans `src/model_rams.py:421-467`, write-up §1.4) does,
 
 Generalised to any grid and patch size (the original hard-codes 14×14 / 32 / 448). An empty mask
 (near-uniform or NaN attention; the original raises ValueError) proposes the whole grid, which
-makes the crop an identity.
+makes the crop an identity. The original also draws ``torch.randn(B, 196)`` from the global CPU RNG on
+every forward, for a mask buffer it then overwrites; nothing here draws, so in a seeded run every
+later draw from that generator (CPU dropout masks, the next epoch's shuffle) differs from the
+original's.
 
 Two implementations side by side, same numbers:
 

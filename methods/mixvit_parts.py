@@ -11,12 +11,17 @@ at the scripts' 0.2; and the mixed class token also feeds a second classifier.
 
 loss = CE + 0.5 · shaping + mask_cls_weight · CE(mixed class token) + mask_weight · BCE.
 
-Built on the `base_r50` preset's hybrid backbone (timm's ResNetV2 with TF-"same" padding: not
-bit-identical to the original's stem, see the write-up); on a preset without a hybrid stem the
-adapter adds the R50 stages that match its patch size ((3,) for 4, (3, 4) for 8, (3, 4, 9) for 16).
+Built on the `base_r50` preset's hybrid backbone, whose ResNetV2 is the original's (the jeonsworld
+port: PyTorch padding, a 111 x 111 map after the max-pool at 448 px; `methods.resnet_stem`;
+`base_r50_timm` runs timm's TF-"same" stem instead); on a preset without a hybrid stem the adapter
+adds the R50 stages that match its patch size ((3,) for 4, (3, 4) for 8, (3, 4, 9) for 16), with
+the backbone's `hybrid_stem` (released by default).
 Differences from the released code: the mask branch runs in training only (the original also runs
-it at evaluation, drawing partners, and hangs on an evaluation batch of 1); the optimizer groups of
-the original (stem x1, grouping x5, transformer x10, heads x20 the lr) are the option `module_lr`.
+it at evaluation, drawing partners, and hangs on an evaluation batch of 1); the substitution head
+(`mask_head_width=grid+1`) is the run's patch grid + 1 wide, 785 at the scripts' 448 px, where the
+original's is 785 at any image size (its ViT is built for 448 px whatever `--img_size` says), so at
+other sizes the BCE averages over another number of columns; the optimizer groups of the original
+(stem x1, grouping x5, transformer x10, heads x20 the lr) are the option `module_lr`.
 """
 
 from __future__ import annotations

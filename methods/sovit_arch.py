@@ -9,8 +9,11 @@ final-norm tokens exactly as on the shared backbone.
 Differences from the released code (write-up §1.1, §3.1):
 
 - the stem's last bottleneck always has stride 2 and a projection shortcut, so any input size that
-  is a multiple of 16 gives (S/16)² tokens; the original uses stride `img_size // 112` and crashes
-  above 224 (at 224 the two are the same network; at 112 the original gives 14x14 tokens, this 7x7);
+  is a multiple of 16 gives (S/16)² tokens. The original's has stride `img_size // 112`, with a
+  projection only when that is 2: from 224 to 335 px it is this network (S/16 tokens per side);
+  from 336 px (stride 3, no projection) its residual shapes differ and it crashes; from 112 to
+  223 px (stride 1) it gives S/8 tokens per side (14 x 14 at 112, here 7 x 7); below 112 (stride 0)
+  it fails;
 - each variant is an immutable config: the original mutates module-level dicts, so building a
   second model in one process raises or silently loses its dropout.
 """

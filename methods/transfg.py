@@ -7,7 +7,10 @@ repeated) of block L-2's output follow its CLS into a new block (`part_layer`) a
 (`part_norm`, from the checkpoint since `ff28b58`), and the head reads token 0. The loss is
 cross-entropy plus a contrastive term on the L2-normalised class features (margin 0.4, divided
 by B²). An overlapping patch embedding (kernel 16, stride `slide_step`) is optional
-(T:models/modeling.py:144-157, 235-310, 364-375).
+(T:models/modeling.py:144-157, 235-310, 364-375). `load_from` never touches `part_layer` or
+`part_head` (and `zero_head` is never read, 290-297, 315-362), so both keep the values the seeded
+constructor drew: `build` replays those draws (`methods.released_init`); `head_init=zero` zeroes
+the head instead.
 
 Two paths, chosen by the shared `attention` option (the blocks' mode):
 

@@ -4,7 +4,8 @@ Grid resize modes (`POS_EMBED_RESIZE`), computed in float64 like the originals' 
 (timm's `resample_abs_pos_embed` works in float32, which moves values by ~1e-6):
 
 - ``bilinear`` (default): bilinear with ``align_corners=True``, what FFVT, TransFG, Mix-ViT and
-  RAMS-Trans do (their `scipy.ndimage.zoom(grid, order=1)` is exactly this resampling);
+  RAMS-Trans do (their `scipy.ndimage.zoom(grid, order=1)` is this resampling; the float32 results
+  agree to within one float32 ulp, not bit for bit, since the two round in different orders);
 - ``bicubic``: timm's default for its own checkpoints (bicubic, antialiased,
   ``align_corners=False``): a different initialisation, offered for comparison.
 

@@ -6,7 +6,9 @@ keys (how much CLS attends to t), C the softmax of the same scores over queries 
 attends to CLS, normalised over tokens). The k best tokens of block l's *output* are kept. The
 fused sequence [CLS of block L-2; layer-0 picks; ...; layer-(L-2) picks] (1 + (L-1)·k tokens, in
 layer order, best first within a layer) goes through a new last block and a new LayerNorm, and
-the head reads token 0 (F:models/modeling.py:259-321, 355).
+the head reads token 0 (F:models/modeling.py:259-321, 355). The new block starts from the values
+the released constructor draws for `ff_last_layer` from the seeded RNG (`methods.released_init`);
+the head starts at zero, as the released `zero_head=True` (F:models/modeling.py:372-374).
 
 Two paths, chosen by the shared `attention` option (the blocks' mode):
 
@@ -41,7 +43,7 @@ from methods.backbone import BackboneConfig, create_vit, embed_tokens
 from methods.base import MethodAdapter, method_output
 from methods.last_block import renew_last_layers
 from methods.registry import register_method
-from methods.released_init import load_block_draws, released_draws, replayed_rng
+from methods.released_init import load_block_draws, released_draws, rewound_rng
 
 # ---------------------------------------------------------------------------------------------- MAWS
 
@@ -197,7 +199,7 @@ class FFVT(MethodAdapter):
     def build(self, num_classes: int, backbone: BackboneConfig, options, recipe) -> nn.Module:
         """timm's model, then the released constructor's draws replayed from the RNG state on entry:
         a seeded build gives `ff_last_layer` the released code's values; the head stays zero."""
-        with replayed_rng():
+        with rewound_rng():
             vit = create_vit(backbone, num_classes)
         fusion_block, _ = released_draws(vit, num_classes, new_block_first=True)
         renew_last_layers(vit, keep_last_block=options["pretrained_last_block"],

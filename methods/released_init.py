@@ -93,7 +93,7 @@ def load_block_draws(block: Block, draws: dict[str, torch.Tensor]) -> None:
 
 
 @contextmanager
-def replayed_rng() -> Iterator[None]:
+def rewound_rng() -> Iterator[None]:
     """Run the body (a timm build) and then put the global CPU RNG back where it was on entry, so
     that the replay that follows draws from the state the released constructor starts from."""
     state = torch.random.get_rng_state()

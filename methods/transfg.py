@@ -43,7 +43,7 @@ from methods.base import MethodAdapter, method_output
 from methods.ffvt import check_depth
 from methods.last_block import renew_last_layers
 from methods.registry import register_method
-from methods.released_init import load_block_draws, released_draws, replayed_rng
+from methods.released_init import load_block_draws, released_draws, rewound_rng
 
 # -------------------------------------------------------------------------------------- part selection
 
@@ -198,7 +198,7 @@ class TransFG(MethodAdapter):
     def build(self, num_classes: int, backbone: BackboneConfig, options, recipe) -> nn.Module:
         """timm's model, then the released constructor's draws replayed from the RNG state on entry:
         a seeded build gives `part_layer` and `part_head` the released code's values."""
-        with replayed_rng():
+        with rewound_rng():
             vit = create_vit(backbone, num_classes)
         part_layer, head = released_draws(vit, num_classes, new_block_first=False)
         renew_last_layers(vit, keep_last_block=options["pretrained_last_block"],

@@ -267,34 +267,28 @@ def write_nabirds(root: Path, num_classes: int = 555, per_class: dict[str, int] 
 
 
 def write_inat(root: Path, num_classes: int = 5089, per_class: dict[str, int] | None = None, *,
-               test_classes: int | None = None, link: bool = True) -> Path:
+               test_classes: int | None = None, train_classes: int | None = None) -> Path:
     """iNaturalist 2017: train2017.json / val2017.json (COCO style) and nested
     train_val_images/<supercategory>/<species>/<hash>.jpg; category ids 0-based.
 
-    `test_classes` limits val to the first classes (val need not cover every class); `link`
-    hard-links each split's images of one class to one file (thousands of classes stay fast).
+    `test_classes` / `train_classes` give images to the first classes only (every category is
+    still listed): thousands of classes cost seconds of PNG writing, which parser tests skip.
     """
     import json
-    import os
 
     supers = ("Plantae", "Insecta", "Aves", "Reptilia")
     categories = [{"id": c, "name": f"Species {c}", "supercategory": supers[c % len(supers)]}
                   for c in range(num_classes)]
     image_id = 0
     for split, rows in plan(num_classes, per_class or {"train": 1, "test": 1}).items():
-        images, annotations, first = [], [], {}
+        images, annotations = [], []
+        limit = test_classes if split == "test" else train_classes
         for _, label, index in rows:
-            if split == "test" and test_classes is not None and label >= test_classes:
+            if limit is not None and label >= limit:
                 continue
             image_id += 1
             rel = f"train_val_images/{supers[label % len(supers)]}/Species_{label}/{image_id:07x}.jpg"
-            path = root / rel
-            if link and label in first:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                os.link(first[label], path)
-            else:
-                _save(path, label, index)
-                first[label] = path
+            _save(root / rel, label, index)
             images.append({"id": image_id, "file_name": rel, "width": SIZE[0], "height": SIZE[1]})
             annotations.append({"id": image_id + 10**6, "image_id": image_id, "category_id": label})
         annotations.reverse()  # joined on image_id, not zipped by position as the originals do

@@ -40,9 +40,12 @@ def test_annotations(root: Path) -> Path:
     for rel in TEST_ANNOS:
         if (root / rel).is_file():
             return root / rel
-    unlabelled = " (devkit/cars_test_annos.mat has no labels)" if (root / "devkit" / "cars_test_annos.mat").is_file() else ""
+    unlabelled = ""
+    if (root / "devkit" / "cars_test_annos.mat").is_file():
+        unlabelled = " (devkit/cars_test_annos.mat has no labels)"
     raise DatasetError(f"missing {root / TEST_ANNOS[0]}{unlabelled}; the labelled test annotations "
-                       f"cars_test_annos_withlabels.mat ship apart from the devkit: put the file in {root} or {root / 'devkit'}")
+                       f"cars_test_annos_withlabels.mat ship apart from the devkit: put the file in {root} "
+                       f"or {root / 'devkit'}")
 
 
 def read_annotations(path: Path) -> tuple[list[str], list[int]]:

@@ -98,7 +98,8 @@ def split_by_flag(root: Path, joined: Joined, ids: list[str], labels: list[int])
     for key, label in zip(ids, labels):
         flag = joined.flags[key]
         if flag not in ("0", "1"):
-            raise DatasetError(f"{joined.flag_where[key]}: is_training_image must be 1 (train) or 0 (test), got {flag!r}")
+            raise DatasetError(f"{joined.flag_where[key]}: is_training_image must be 1 (train) or 0 (test), "
+                               f"got {flag!r}")
         members["train" if flag == "1" else "test"].append((joined.images[key], label))
     for split, items in members.items():
         if not items:

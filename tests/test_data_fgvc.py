@@ -312,3 +312,16 @@ def test_tiny_run_on_every_layout_then_the_report_quotes_the_papers(fgvc_root, t
     assert paper[("vit", "inat2017")] == pytest.approx(68.7) and paper[("vit", "nabirds")] == pytest.approx(89.9)
     unpublished = {("ffvt", "cars"), ("ffvt", "nabirds"), ("ffvt", "inat2017")}  # FFVT reports none of them
     assert {pair for pair, value in paper.items() if value != value} == unpublished
+    # in the page each published number opens its source
+    page = (results / "index.html").read_text()
+    urls = {(m, d): u for m, d, u in zip(board["method"], board["dataset"], board["paper_url"])}
+    assert urls[("ffvt", "dogs")].startswith("https://") and f'<a href="{urls[("ffvt", "dogs")]}">' in page
+
+
+def test_bench_list_shows_the_cards(capsys):
+    assert main(["list"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
+    for name, fmt, classes in (("dogs", "dogs", "120"), ("cars", "cars", "196"), ("nabirds", "nabirds", "555"),
+                               ("inat2017", "inat", "5089")):
+        assert f" {fmt} " in rows[name] and f" {classes} " in rows[name], rows[name]
+    assert "stanford_dogs" in rows["dogs"] and "stanford_cars" in rows["cars"] and "inat," in rows["inat2017"]

@@ -14,7 +14,8 @@ from bench.recipe import Recipe, resolve_recipe
 
 FAMILIES = ("vit", "transfg", "ffvt", "mixvit", "sovit", "ramstrans")
 CLASSES = {"cotton": 80, "soyloc": 200, "soygene": 1110, "soyglobal": 1938, "soyageing_r1": 198,
-           "soyageing_r3": 198, "soyageing_r4": 198, "soyageing_r5": 198, "soyageing_r6": 198, "cub": 200, "demo": 12}
+           "soyageing_r3": 198, "soyageing_r4": 198, "soyageing_r5": 198, "soyageing_r6": 198, "cub": 200, "dogs": 120, "cars": 196, "nabirds": 555, "inat2017": 5089,
+           "demo": 12}
 
 
 def test_every_dataset_has_a_card_with_its_class_count():
@@ -60,6 +61,13 @@ def test_every_card_has_a_valid_recipe_per_method_family(name):
     ("cub", "ramstrans", dict(lr=0.03, batch_size=16, color_jitter=0.0)),
     ("soyageing_r5", "mixvit", dict(batch_size=16, steps=15500, eval_every=155)),
     ("soyglobal", "mixvit", dict(lr=0.02, steps=72600, eval_every=726)),
+    ("dogs", "ffvt", dict(img_size=448, resize_size=600, batch_size=4, lr=3e-3, steps=30000, schedule="linear",
+                          eval_every=300, color_jitter=0.4)),
+    ("dogs", "transfg", dict(lr=3e-3, batch_size=16, schedule="cosine", color_jitter=0.0)),
+    ("cars", "transfg", dict(img_size=448, resize_size=600, lr=0.03, batch_size=16, steps=10000)),
+    ("nabirds", "ramstrans", dict(lr=0.03, batch_size=16, eval_every=1495)),
+    ("inat2017", "transfg", dict(img_size=304, resize_size=400, lr=0.01)),
+    ("inat2017", "ramstrans", dict(img_size=304, resize_size=400, lr=0.03)),
 ])
 def test_published_recipes(name, family, expected):
     recipe, _ = resolve_recipe(get_card(name).recipe_layers(family))

@@ -20,8 +20,8 @@ from bench.report.paper import DEFAULT_PATH
 from bench.report.write import dataset_csv_name
 
 FGBENCH_METHODS = {"vit", "transfg", "ffvt", "mixvit", "sovit", "ramstrans"}
-CANONICAL_DATASETS = {"cotton", "soyloc", "soygene", "soyageing", "soyglobal", "cub"} | {
-    f"soyageing_r{i}" for i in (1, 3, 4, 5, 6)}
+CANONICAL_DATASETS = {"cotton", "soyloc", "soygene", "soyageing", "soyglobal", "cub", "dogs", "cars", "nabirds",
+                      "inat2017"} | {f"soyageing_r{i}" for i in (1, 3, 4, 5, 6)}
 
 
 @pytest.fixture
@@ -210,7 +210,11 @@ def test_shipped_published_numbers_use_fgbench_names_and_are_flagged():
     assert set(paper["method"]) <= FGBENCH_METHODS
     assert set(paper["dataset"]) <= CANONICAL_DATASETS
     assert paper["source"].str.len().min() > 10
-    assert not paper["verified"].any()  # none has been checked against a PDF yet
+    verified = paper[paper["verified"]]
+    # only what was read in the paper's own table counts as verified, and it says where that table is
+    assert len(verified) >= 1 and verified["url"].str.startswith("https://").all()
+    assert set(verified["confidence"]) == {"repository"}
+    assert paper["url"].notna().all()
     assert set(paper["confidence"]) <= {"repository", "cited", "memory"}
     assert paper[(paper.method == "ffvt") & (paper.dataset == "cub")]["top1"].tolist() == [91.6]
 
@@ -225,6 +229,10 @@ def test_shipped_published_numbers_use_fgbench_names_and_are_flagged():
     ("schema_version: 1\nresults:\n  - {method: ffvt, dataset: cub, top1: 91, source: x, verified: yes, by: me}\n",
      "unknown keys ['by']"),
     ("results: [\n", "not valid YAML"),
+    ("schema_version: 1\nresults:\n  - {method: ffvt, dataset: cub, top1: 91, source: x, verified: true}\n",
+     "a verified entry needs the url of the table"),
+    ("schema_version: 1\nresults:\n  - {method: ffvt, dataset: cub, top1: 91, source: x, verified: false, url: nope}\n",
+     "url must be an http(s) address"),
 ])
 def test_bad_published_numbers_are_rejected(tmp_path, content, message):
     bad = tmp_path / "paper.yaml"
@@ -272,6 +280,9 @@ def test_html_is_self_contained_with_unique_ids_and_relative_links(reported):
     for ref in re.findall(r'(?:href="#|url\(#)([^")]+)', page):
         assert ref in ids, ref
     assert page.count("<svg") == 6 and "<?xml" not in page
-    assert not re.search(r'(?:src|href)="(?:https?:)?//', page)  # no external assets
+    assert not re.search(r'src="(?:https?:)?//', page) and not re.search(r'<link[^>]*href="(?:https?:)?//', page)
+    # the only links out of the page are the published numbers' sources
+    outside = re.findall(r'href="((?:https?:)?//[^"]*)"', page)
+    assert outside and set(outside) <= set(load_paper_results()["url"])
     assert re.findall(r'href="(runs/[^"]+)"', page) and all(
         (reported / link).is_file() for link in re.findall(r'href="(runs/[^"]+)"', page))

@@ -15,7 +15,7 @@ id must appear in all three, and items are ordered by id.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 from bench.data.cards import DatasetCard
 from bench.data.indexfile import two_column_lines
@@ -35,7 +35,7 @@ def looks_like_cub(path: Path) -> bool:
 def read_index(path: Path) -> tuple[dict[str, str], dict[str, str]]:
     """`{image_id: value}` and `{image_id: "file:line"}` from a two-column index file."""
     if not path.is_file():
-        raise DatasetError(f"missing {path}; a CUB folder holds {', '.join(INDEX_FILES)} and images/")
+        raise DatasetError(f"missing {path}; the folder must hold {', '.join(INDEX_FILES)} and images/")
     values: dict[str, str] = {}
     where: dict[str, str] = {}
     for lineno, key, value in two_column_lines(path, "'<image_id> <value>'", split_at_last=False):
@@ -63,10 +63,20 @@ def class_names(root: Path, num_classes: int) -> list[str] | None:
     return [names[k] for k in sorted(names, key=_id_order)]
 
 
-@register_reader(
-    "cub", title="CUB-200-2011", looks_like=looks_like_cub, layout=LAYOUT, options={"label_offset": 1}
-)
-def read_cub(card: DatasetCard, root: Path, options: Mapping[str, Any]) -> DatasetSplits:
+class Joined(NamedTuple):
+    """The three index files joined on the image id (each dict keyed by id, ids in images.txt order)."""
+
+    ids: list[str]
+    images: dict[str, str]
+    labels: dict[str, str]
+    label_where: dict[str, str]  # "file:line" of each label
+    flags: dict[str, str]
+    flag_where: dict[str, str]
+
+
+def read_joined(root: Path, layout: str) -> Joined:
+    """Read and join the index files; every id must appear in all three. `layout` names the
+    dataset, for messages."""
     images, _ = read_index(root / "images.txt")
     labels, label_where = read_index(root / "image_class_labels.txt")
     flags, flag_where = read_index(root / "train_test_split.txt")
@@ -77,20 +87,37 @@ def read_cub(card: DatasetCard, root: Path, options: Mapping[str, Any]) -> Datas
             which, ids = ("has no line for", missing) if missing else ("lists ids absent from images.txt:", extra)
             shown = ", ".join(sorted(ids, key=_id_order)[:5]) + (" ..." if len(ids) > 5 else "")
             raise DatasetError(f"{root / name} {which} image id(s) {shown} ({len(ids)} in all); "
-                               "the CUB index files must list the same ids")
-    ids = sorted(images, key=_id_order)
-    raw = [parse_int(labels[k], label_where[k]) for k in ids]
-    zero = zero_based(raw, [label_where[k] for k in ids], card.num_classes, int(options["label_offset"]), card.name)
-    out = DatasetSplits(name=card.name, root=root, num_classes=card.num_classes, format="cub",
-                        class_names=class_names(root, card.num_classes))
+                               f"the {layout} index files must list the same ids")
+    return Joined(list(images), images, labels, label_where, flags, flag_where)
+
+
+def split_by_flag(root: Path, joined: Joined, ids: list[str], labels: list[int]) -> dict[str, list[tuple[str, int]]]:
+    """`{"train": [(path, label)], "test": [...]}` of `ids` (with their 0-based `labels`) by
+    `is_training_image` (1 train, 0 test); neither may be empty."""
     members: dict[str, list[tuple[str, int]]] = {"train": [], "test": []}
-    for key, label in zip(ids, zero):
-        flag = flags[key]
+    for key, label in zip(ids, labels):
+        flag = joined.flags[key]
         if flag not in ("0", "1"):
-            raise DatasetError(f"{flag_where[key]}: is_training_image must be 1 (train) or 0 (test), got {flag!r}")
-        members["train" if flag == "1" else "test"].append((images[key], label))
+            raise DatasetError(f"{joined.flag_where[key]}: is_training_image must be 1 (train) or 0 (test), "
+                               f"got {flag!r}")
+        members["train" if flag == "1" else "test"].append((joined.images[key], label))
     for split, items in members.items():
         if not items:
             raise DatasetError(f"{root / 'train_test_split.txt'} marks no image as {split} (empty split)")
+    return members
+
+
+@register_reader(
+    "cub", title="CUB-200-2011", looks_like=looks_like_cub, layout=LAYOUT, options={"label_offset": 1}
+)
+def read_cub(card: DatasetCard, root: Path, options: Mapping[str, Any]) -> DatasetSplits:
+    joined = read_joined(root, "CUB")
+    ids = sorted(joined.ids, key=_id_order)
+    raw = [parse_int(joined.labels[k], joined.label_where[k]) for k in ids]
+    zero = zero_based(raw, [joined.label_where[k] for k in ids], card.num_classes, int(options["label_offset"]),
+                      card.name)
+    out = DatasetSplits(name=card.name, root=root, num_classes=card.num_classes, format="cub",
+                        class_names=class_names(root, card.num_classes))
+    for split, items in split_by_flag(root, joined, ids, zero).items():
         out.splits[split] = Split(split, root / "images", items, str(root / "train_test_split.txt"))
     return out

@@ -20,7 +20,8 @@ from bench.errors import UsageError
 
 # modules whose import registers the built-in formats; detection tries them in this order (the
 # most specific marker files first)
-BUILTIN = ("bench.data.ufg", "bench.data.cub", "bench.data.hf", "bench.data.imagefolder")
+BUILTIN = ("bench.data.ufg", "bench.data.dogs", "bench.data.cars", "bench.data.inat", "bench.data.cub",
+           "bench.data.nabirds", "bench.data.hf", "bench.data.imagefolder")
 COMMON_OPTIONS = {"path": "exact folder of the dataset (--data-path)", "format": "read the folder as this format"}
 
 ReadFn = Callable[[DatasetCard, Path, Mapping[str, Any]], DatasetSplits]

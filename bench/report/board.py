@@ -28,6 +28,7 @@ BOARD_COLUMNS = SETTING_KEYS[:2] + ["method", "variant"] + SETTING_KEYS[2:] + [
     "top5_mean", "top5_sd", "top1_best_optimistic_mean", "top1_valsel_mean", "top1_valsel_n",
     "baseline", "delta_n", "delta_mean", "delta_sd", "delta_ci_low", "delta_ci_high", "p_improve", "verdict",
     "paper_top1", "paper_verified", "paper_confidence", "paper_selection", "paper_backbone", "paper_source",
+    "paper_url",
     "train_sps_median", "train_sps_p90", "train_sps_cv", "train_sps_noisy",
     "eval_sps_median", "eval_sps_p90", "eval_sps_cv", "eval_sps_noisy",
     "train_step_ms_median", "train_step_ms_p90",
@@ -122,7 +123,7 @@ def _compare_with_baseline(rows: list[dict[str, Any]], seeds: list[dict[int, flo
 
 def _add_paper(board: pd.DataFrame, paper: pd.DataFrame | None) -> None:
     published = paper_lookup(paper)
-    for column in ("top1", "verified", "confidence", "selection", "backbone", "source"):
+    for column in ("top1", "verified", "confidence", "selection", "backbone", "source", "url"):
         board[f"paper_{column}"] = [published.get((m, d), {}).get(column)
                                     for m, d in zip(board["method"], board["dataset"])]
     board["paper_top1"] = pd.to_numeric(board["paper_top1"], errors="coerce").astype("float64")

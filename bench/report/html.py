@@ -140,6 +140,8 @@ def _board_row(row: dict[str, Any], runs: pd.DataFrame) -> str:
         paper_title = (f"{fmt.text(row['paper_source'])}; backbone {fmt.text(row['paper_backbone'])}; "
                        f"selection {fmt.text(row['paper_selection'])}; {checked} ({fmt.text(row['paper_confidence'])})")
     paper = fmt.num(row["paper_top1"]) + ("" if fmt.is_missing(row["paper_top1"]) or row["paper_verified"] else "†")
+    if fmt.text(row["paper_url"]) and not fmt.is_missing(row["paper_top1"]):  # the source opens to the table quoted
+        paper = f'<a href="{escape(fmt.text(row["paper_url"]))}">{paper}</a>'
     mem = fmt.num(row["peak_mem_mb_median"], 0) + (" RSS" if row["mem_kind"] == "cpu_rss" else "")
     top1 = escape(fmt.mean_sd_n(row).rsplit(" (", 1)[0])
     delta_title = None

@@ -20,7 +20,7 @@ from bench.errors import UsageError
 DEFAULT_PATH = Path(__file__).with_name("reference_results.yaml")
 SCHEMA_VERSION = 1
 REQUIRED = ("method", "dataset", "top1", "source", "verified")
-OPTIONAL = ("confidence", "selection", "backbone", "note")
+OPTIONAL = ("confidence", "selection", "backbone", "note", "url")
 CONFIDENCE_LEVELS = ("repository", "cited", "memory")
 SELECTIONS = ("best_test", "last", "val", "unknown")
 PAPER_COLUMNS = list(REQUIRED + OPTIONAL)
@@ -46,6 +46,11 @@ def _check_entry(entry: Any, where: str) -> dict[str, Any]:
         raise UsageError(f"{where}: verified must be true or false, got {entry['verified']!r}")
     if not isinstance(entry["source"], str) or not entry["source"].strip():
         raise UsageError(f"{where}: source must say where the number comes from")
+    url = entry.get("url")
+    if url is not None and not (isinstance(url, str) and re.match(r"^https?://\S+$", url)):
+        raise UsageError(f"{where}: url must be an http(s) address of the table quoted, got {url!r}")
+    if entry["verified"] is True and not url:
+        raise UsageError(f"{where}: a verified entry needs the url of the table it was checked against")
     for key, allowed in (("confidence", CONFIDENCE_LEVELS), ("selection", SELECTIONS)):
         if key in entry and entry[key] not in allowed:
             raise UsageError(f"{where}: {key} must be one of {', '.join(allowed)}, got {entry[key]!r}")

@@ -17,9 +17,8 @@ from pathlib import Path
 
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
-from tqdm.auto import tqdm
-
 from bench import records
+from bench.progress import CellProgress
 from bench.data import get_card, materialize
 from bench.data.checks import check_dataset
 from bench.data.valsplit import choose_val
@@ -139,16 +138,13 @@ def run_matrix(cells: list[Cell], ctx: RunContext, rerun: str = "none") -> Matri
             + ("; --rerun failed|all to redo them" if rerun != "all" else ""))
     ctx.stop.install()
     stopped = None
-    bar = tqdm(todo, desc="cells", unit="cell", dynamic_ncols=True, disable=not (ctx.progress and acc.is_main_process),
-               file=sys.stderr)
+    style = ctx.progress_style if ctx.progress else "none"
+    bar = CellProgress(style, len(todo), shown=acc.is_main_process, write=say)
     try:
-        for index, cell in enumerate(bar):
-            if not ctx.progress:
-                say(f"fgbench: cell {index + 1}/{len(todo)}: {cell.describe()} [{cell.cell_id}]")
-            bar.set_postfix_str(cell.describe())
+        for cell in todo:
+            bar.start(cell)
             record = run_cell(cell, ctx)
-            if record["status"] != "ok":
-                bar.write(f"fgbench: {cell.describe()} {record['status']}: {record['error']}")
+            bar.finish(cell, record)
             if record["status"] == "interrupted" or ctx.stop.requested:
                 stopped = ctx.stop.signum
                 say("fgbench: stopped by signal; finished records are kept and the interrupted cell resumes "

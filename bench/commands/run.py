@@ -74,7 +74,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--opt", action="append", default=[], metavar="[METHOD.]KEY=VALUE",
                    help="method option, e.g. num_tokens=24 or ffvt.num_tokens=24 (repeatable)")
     o = p.add_argument_group("output")
-    o.add_argument("--no-progress", action="store_true", help="no progress bars")
+    o.add_argument("--progress", choices=("auto", "bar", "plain", "none"), default="auto",
+                   help="bar: tqdm bars; plain: lines without carriage returns (cell start/finish, evaluations, a "
+                        "step line every 30 s) for logs; none: cell lines only; auto: bar on a terminal, else plain")
+    o.add_argument("--no-progress", dest="progress", action="store_const", const="none", help="same as --progress none")
     o.add_argument("--dry-run", action="store_true", help="print the cells and whether they are done; run nothing")
     add_results_dir(p)
 
@@ -176,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
 def run_in_process(cells, args: argparse.Namespace, paths: dict) -> int:
     from bench.data.cache import default_cache_dir
     from bench.driver import accelerator_for, run_matrix, shutdown, split_by_process, summary_table
+    from bench.progress import resolve_style
     from bench.runner import RunContext
 
     acc = accelerator_for(next((c for c in cells if c.world_size == (int(os.environ.get("WORLD_SIZE", "1")))), cells[0]))
@@ -187,8 +191,10 @@ def run_in_process(cells, args: argparse.Namespace, paths: dict) -> int:
                   f"workers) or in another launch", file=sys.stderr)
         workers = args.workers if args.workers is not None else (8 if acc.device.type == "cuda" else 0)
         cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
-        ctx = RunContext(acc, args.data_root, args.results_dir, workers=workers, progress=not args.no_progress,
-                         data_options=paths, cache_dir=cache_dir, checkpoint_every=args.checkpoint_every)
+        style = resolve_style(args.progress)
+        ctx = RunContext(acc, args.data_root, args.results_dir, workers=workers, progress=style != "none",
+                         progress_style=style, data_options=paths, cache_dir=cache_dir,
+                         checkpoint_every=args.checkpoint_every)
         outcome = run_matrix(mine, ctx, rerun=args.rerun) if mine else None
         if acc.is_main_process:
             report_outcome(cells, args, outcome.statuses if outcome else {})
@@ -204,6 +210,7 @@ def run_pool(cells, args: argparse.Namespace, paths: dict) -> int:
     from bench import records
     from bench.matrix import pending_cells
     from bench.pool import CellPool, device_slots
+    from bench.progress import resolve_style
     from bench.signals import StopRequest
 
     from bench.driver import check_matrix_data, materialize_all
@@ -222,8 +229,9 @@ def run_pool(cells, args: argparse.Namespace, paths: dict) -> int:
         print(f"fgbench: {skipped} of {len(cells)} cells already have a finished record (resume)")
     stop = StopRequest().install()
     try:
-        pool = CellPool(todo, _worker_argv(args.raw_argv), args.results_dir, slots, progress=not args.no_progress,
-                        stop=stop, max_running=at_once)
+        style = resolve_style(args.progress)
+        pool = CellPool(todo, _worker_argv(args.raw_argv), args.results_dir, slots, progress=style != "none",
+                        stop=stop, max_running=at_once, progress_style=style)
         pool.run()
     finally:
         stop.uninstall()

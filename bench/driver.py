@@ -17,13 +17,14 @@ from pathlib import Path
 
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
+
 from bench import records
-from bench.progress import CellProgress
 from bench.data import get_card, materialize
 from bench.data.checks import check_dataset
 from bench.data.valsplit import choose_val
 from bench.errors import UsageError
 from bench.matrix import Cell, pending_cells
+from bench.progress import CellProgress
 from bench.report import leaderboard, render_markdown, resolve_baseline, runs_frame
 from bench.runner import RunContext, run_cell
 from bench.strategy import deepspeed_config, is_deepspeed, make_accelerator, process_key
@@ -40,10 +41,10 @@ def launched_world_size() -> int | None:
     return int(value) if value and value.isdigit() else None
 
 
-def accelerator_for(cell: Cell) -> Accelerator:
+def accelerator_for(cell: Cell, log_with: list[str] | None = None, project_dir: Path | None = None) -> Accelerator:
     ds = (deepspeed_config(cell.strategy, cell.strategy_config, cell.recipe, cell.precision, cell.world_size)
           if is_deepspeed(cell.strategy) else None)
-    return make_accelerator(cell.strategy, cell.precision, ds)
+    return make_accelerator(cell.strategy, cell.precision, ds, log_with=log_with, project_dir=project_dir)
 
 
 @dataclass
@@ -169,7 +170,7 @@ def shutdown(acc: Accelerator) -> None:
 
     if dist.is_available() and dist.is_initialized():
         acc.wait_for_everyone()
-        dist.destroy_process_group()
+    acc.end_training()  # closes any tracker run still open, then leaves the process group
 
 
 def summary_table(cells: list[Cell], results_dir: Path) -> str:

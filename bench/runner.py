@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import gather_object, set_seed
-from bench import checkpoint, progress, records
+from bench import checkpoint, progress, records, trackers
 from bench.data import check_files, get_card, open_dataset
 from bench.data.cache import resized_images
 from bench.data.transforms import normalize
@@ -55,6 +55,7 @@ class RunContext:
     cache_dir: Path | None = None  # decode-and-resize cache; None reads images every time
     stop: StopRequest = field(default_factory=StopRequest)
     checkpoint_every: int = 0  # steps between periodic checkpoints (0: only when stopped by a signal)
+    log_with: list[str] = field(default_factory=list)  # experiment trackers, one run per cell (bench.trackers)
 
 
 def utc_now() -> str:
@@ -122,6 +123,7 @@ def run_cell(cell: Cell, ctx: RunContext) -> dict[str, Any]:
     record = base_record(cell, ctx)
     started = time.perf_counter()
     try:
+        trackers.start_run(acc, ctx.log_with, cell, ctx.results_dir, record)
         result = train_and_evaluate(cell, ctx)
         record["time"].update(result.pop("time_split"))
         record.update(result)
@@ -141,6 +143,7 @@ def run_cell(cell: Cell, ctx: RunContext) -> dict[str, Any]:
     record["time"].update(end_utc=utc_now(), wall_s=time.perf_counter() - started)
     if acc.is_main_process:
         records.write_record(cell.record_path(ctx.results_dir), record)
+        trackers.finish_run(acc, record)
         if record["status"] in records.FINISHED:  # only an interrupted cell resumes from its checkpoint
             checkpoint.remove(checkpoint.checkpoint_dir(ctx.results_dir, cell.cell_id))
     acc.wait_for_everyone()
@@ -274,6 +277,7 @@ def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
                 loss_sums.clear()
                 loss_count = 0
                 bar.synced(step, last_losses, scheduler.get_last_lr()[0])
+                acc.log(trackers.train_metrics(last_losses, scheduler.get_last_lr()[0]), step=step)
 
             if step % recipe.eval_every == 0 or step == recipe.steps:
                 result = evaluate(model, test_loader, acc, eval_timer, expected=len(data.test),
@@ -283,6 +287,8 @@ def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
                     val = evaluate(model, val_loader, acc, val_timer, expected=len(val_split),
                                    num_classes=card.num_classes, dtype=dtype)
                     val_curve.append({"step": step, **val})
+                    acc.log(trackers.eval_metrics("val", val), step=step)
+                acc.log(trackers.eval_metrics("test", result), step=step)
                 bar.evaluated(step, result)
                 model.train()
                 train_timer.resume()

@@ -78,6 +78,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="bar: tqdm bars; plain: lines without carriage returns (cell start/finish, evaluations, a "
                         "step line every 30 s) for logs; none: cell lines only; auto: bar on a terminal, else plain")
     o.add_argument("--no-progress", dest="progress", action="store_const", const="none", help="same as --progress none")
+    o.add_argument("--log-with", default=None, metavar="T[,T...]",
+                   help="experiment trackers, one run per cell: tensorboard, mlflow, wandb, aim, trackio, or all "
+                        "installed; offline by default (files under the results dir)")
     o.add_argument("--dry-run", action="store_true", help="print the cells and whether they are done; run nothing")
     add_results_dir(p)
 
@@ -149,11 +152,13 @@ def run(args: argparse.Namespace) -> int:
     from bench.driver import launched_world_size
     from bench.matrix import build_cells
     from bench.strategy import process_key
+    from bench.trackers import parse_log_with
 
     for name in ("workers", "checkpoint_every", "slots"):
         value = getattr(args, name)
         if value is not None and value < (1 if name == "slots" else 0):
             raise UsageError(f"--{name.replace('_', '-')} must be >= {1 if name == 'slots' else 0}, got {value}")
+    parse_log_with(args.log_with)  # a missing tracker package fails here, before any cell
     launched = launched_world_size()
     if launched and args.parallel == "cells":
         raise UsageError("--parallel cells starts its own workers: run it with plain `python bench.py`, "
@@ -181,8 +186,11 @@ def run_in_process(cells, args: argparse.Namespace, paths: dict) -> int:
     from bench.driver import accelerator_for, run_matrix, shutdown, split_by_process, summary_table
     from bench.progress import resolve_style
     from bench.runner import RunContext
+    from bench.trackers import parse_log_with
 
-    acc = accelerator_for(next((c for c in cells if c.world_size == (int(os.environ.get("WORLD_SIZE", "1")))), cells[0]))
+    log_with = parse_log_with(args.log_with)
+    acc = accelerator_for(next((c for c in cells if c.world_size == (int(os.environ.get("WORLD_SIZE", "1")))), cells[0]),
+                          log_with=log_with, project_dir=args.results_dir)
     try:
         mine, others = split_by_process(cells, acc)
         if others and acc.is_main_process:
@@ -194,7 +202,7 @@ def run_in_process(cells, args: argparse.Namespace, paths: dict) -> int:
         style = resolve_style(args.progress)
         ctx = RunContext(acc, args.data_root, args.results_dir, workers=workers, progress=style != "none",
                          progress_style=style, data_options=paths, cache_dir=cache_dir,
-                         checkpoint_every=args.checkpoint_every)
+                         checkpoint_every=args.checkpoint_every, log_with=log_with)
         outcome = run_matrix(mine, ctx, rerun=args.rerun) if mine else None
         if acc.is_main_process:
             report_outcome(cells, args, outcome.statuses if outcome else {})

@@ -84,3 +84,59 @@ def test_unknown_tracker_and_all(monkeypatch):
     assert trackers.parse_log_with("all") == ["tensorboard", "mlflow"]
     assert trackers.parse_log_with("mlflow,tensorboard,mlflow") == ["mlflow", "tensorboard"]
     assert trackers.parse_log_with(None) == []
+
+
+def wandb_offline_records(path: Path):
+    """The protobuf records of a W&B offline run file (a LevelDB-style log: 7-byte header, 32 KiB blocks of
+    `crc32c, length, kind` framed chunks)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    block, pos, pending = 32768, 7, b""
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        if left < 7 or (length == 0 and kind == 0):  # block trailer or padding
+            pos += left
+            continue
+        pending += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # a full record, or the last chunk of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            yield record
+            pending = b""
+
+
+def test_wandb_runs_offline_and_holds_the_records_curve(fast_run_args, tmp_path, monkeypatch):
+    pytest.importorskip("wandb", reason="wandb is part of the trackers extra")
+    for key in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_PROJECT"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
+    results = tmp_path / "results"
+    assert main([*fast_run_args, "--methods", "vit", "--log-with", "wandb"]) == 0
+    (record,) = records_in(results)
+    (run_file,) = (results / "wandb").glob("offline-run-*/run-*.wandb")
+    history: dict[int, dict] = {}
+    summary, config, runs = {}, {}, []
+    for item in wandb_offline_records(run_file):
+        kind = item.WhichOneof("record_type")
+        if kind == "run":
+            runs.append(item.run)
+        elif kind == "history":
+            values = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in item.history.item}
+            history.setdefault(values["_step"], {}).update(values)
+        elif kind == "config":
+            config.update({i.key: json.loads(i.value_json) for i in item.config.update})
+        elif kind == "summary":
+            summary.update({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in item.summary.update})
+    (run,) = runs
+    assert run.display_name == f"vit/demo/seed0/{record['cell_id']}" and run.project == trackers.PROJECT
+    assert config["recipe.lr"] == record["recipe"]["lr"] and config["cell_id"] == record["cell_id"]
+    curve = record["accuracy"]["curve"]
+    assert {step: row["test/top1"] for step, row in history.items()} == {p["step"]: p["top1"] for p in curve}
+    assert history[4]["train/loss"] == sum(curve[-1]["train_losses"].values())
+    assert history[4]["final/top1_last"] == record["accuracy"]["top1_last"]
+    assert summary["status"] == "ok"

@@ -73,6 +73,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other recipe field (repeatable)")
     r.add_argument("--opt", action="append", default=[], metavar="[METHOD.]KEY=VALUE",
                    help="method option, e.g. num_tokens=24 or ffvt.num_tokens=24 (repeatable)")
+    from bench.launchers import add_arguments as add_launcher_arguments
+
+    add_launcher_arguments(p)
     o = p.add_argument_group("output")
     o.add_argument("--progress", choices=("auto", "bar", "plain", "none"), default="auto",
                    help="bar: tqdm bars; plain: lines without carriage returns (cell start/finish, evaluations, a "
@@ -163,6 +166,10 @@ def run(args: argparse.Namespace) -> int:
     if launched and args.parallel == "cells":
         raise UsageError("--parallel cells starts its own workers: run it with plain `python bench.py`, "
                          "not under accelerate launch/torchrun")
+    if args.launcher:
+        from bench.launchers import check_arguments
+
+        check_arguments(args)
     cells = select_cells(args, build_cells(matrix_spec(args, launched)))
     if not cells:
         if not args.shard:
@@ -173,6 +180,8 @@ def run(args: argparse.Namespace) -> int:
     paths = data_options(args)
     if args.dry_run:
         return dry_run(cells, args)
+    if args.launcher:
+        return run_launcher(cells, args, paths)
 
     in_process = launched is not None or args.parallel == "data" or (
         args.parallel is None and all(c.world_size == 1 for c in cells) and len({process_key(c) for c in cells}) <= 1)
@@ -251,6 +260,24 @@ def run_pool(cells, args: argparse.Namespace, paths: dict) -> int:
     if stop.requested:
         return stop.exit_status
     return 0 if all(s == "ok" for s in statuses.values()) else 1
+
+
+def run_launcher(cells, args: argparse.Namespace, paths: dict) -> int:
+    """`--launcher`: check the data here (bad input fails before anything is queued), then submit."""
+    from bench import launchers, records
+    from bench.driver import check_matrix_data, materialize_all
+
+    materialize_all(cells, args.data_root)
+    check_matrix_data(cells, args.data_root, paths)
+    status = launchers.launch(cells, args)
+    if args.launcher == "slurm":
+        return status
+    statuses = {}
+    for cell in cells:
+        record = records.read_record(cell.record_path(args.results_dir))
+        statuses[cell.cell_id] = record["status"] if record else "missing"
+    report_outcome(cells, args, statuses)
+    return status if status else (0 if all(s == "ok" for s in statuses.values()) else 1)
 
 
 def _worker_argv(argv: list[str]) -> list[str]:

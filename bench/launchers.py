@@ -170,6 +170,8 @@ def make_executor(args: argparse.Namespace, folder: Path):
 
 
 def check_arguments(args: argparse.Namespace) -> None:
+    """Launcher flags and the submitit package, checked before the matrix is built."""
+    _submitit()
     if args.shard or args.cell_ids:
         raise UsageError("--launcher makes the shards itself; drop --shard")
     for name in ("jobs", "slurm_time", "slurm_array_parallelism", "slurm_cpus_per_task"):

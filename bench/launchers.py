@@ -111,28 +111,40 @@ class ShardJob:
                                  preexec_fn=lambda: signal.signal(signal.SIGUSR2, signal.SIG_IGN))
         self._pid = child.pid
         print(f"fgbench: shard {self.index}/{self.count}: pid {child.pid}: {' '.join(self.command())}", flush=True)
-        _, status = os.waitpid(child.pid, 0)  # not Popen.wait: its lock is not reentrant from a signal handler
+        try:
+            _, status = os.waitpid(child.pid, 0)  # not Popen.wait: its lock is not reentrant from a signal handler
+        except BaseException:  # this task is being stopped (SIGINT from the local controller, ...): stop the child too
+            self._stop_child()
+            raise
         self._pid = None
         code = os.waitstatus_to_exitcode(status)
         return {"shard": f"{self.index}/{self.count}", "exit_status": code}
+
+    def _stop_child(self) -> None:
+        """SIGTERM: the runner checkpoints at the next step and records the cell interrupted; wait for it."""
+        pid, self._pid = self._pid, None
+        if pid is None:
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + STOP_GRACE_S
+            while time.monotonic() < deadline:
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    return
+                time.sleep(0.2)
+            os.kill(pid, signal.SIGKILL)  # out of time: the cell restarts from its last periodic checkpoint
+            os.waitpid(pid, 0)
+        except (ChildProcessError, ProcessLookupError):  # already gone
+            pass
 
     def checkpoint(self):
         """submitit's pre-emption/time-out hook (called from its signal handler in this process)."""
         from submitit.helpers import DelayedSubmission
 
-        pid = self._pid
-        if pid is not None:
-            print(f"fgbench: shard {self.index}/{self.count}: checkpoint requested; stopping pid {pid}", flush=True)
-            os.kill(pid, signal.SIGTERM)  # the runner checkpoints at the next step and records the cell interrupted
-            deadline = time.monotonic() + STOP_GRACE_S
-            while time.monotonic() < deadline:
-                done, _ = os.waitpid(pid, os.WNOHANG)
-                if done:
-                    break
-                time.sleep(0.2)
-            else:
-                os.kill(pid, signal.SIGKILL)  # out of time: the cell restarts from its last periodic checkpoint
-                os.waitpid(pid, 0)
+        if self._pid is not None:
+            print(f"fgbench: shard {self.index}/{self.count}: checkpoint requested; stopping pid {self._pid}",
+                  flush=True)
+        self._stop_child()
         return DelayedSubmission(ShardJob(drop_rerun(self.argv), self.index, self.count, self.cwd, self.threads))
 
     def __getstate__(self) -> dict:

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import gather_object, set_seed
+
 from bench import checkpoint, progress, records, trackers
 from bench.data import check_files, get_card, open_dataset
 from bench.data.cache import resized_images
@@ -123,7 +124,7 @@ def run_cell(cell: Cell, ctx: RunContext) -> dict[str, Any]:
     record = base_record(cell, ctx)
     started = time.perf_counter()
     try:
-        trackers.start_run(acc, ctx.log_with, cell, ctx.results_dir, record)
+        trackers.start_run(acc, ctx.log_with, cell, record)
         result = train_and_evaluate(cell, ctx)
         record["time"].update(result.pop("time_split"))
         record.update(result)
@@ -176,7 +177,8 @@ def cached_splits(roles: dict[str, Any], recipe, ctx: RunContext, dataset: str) 
     acc = ctx.accelerator
     if acc.is_main_process:
         for base in bases.values():
-            resized_images(base, recipe.resize_size, ctx.cache_dir, dataset, ctx.progress and ctx.progress_style == "bar")
+            resized_images(base, recipe.resize_size, ctx.cache_dir, dataset,
+                           ctx.progress and ctx.progress_style == "bar")
     acc.wait_for_everyone()
     return {name: resized_images(base, recipe.resize_size, ctx.cache_dir, dataset, False)
             for name, base in bases.items()}

@@ -32,41 +32,50 @@ EXTRA = "pip install 'fgbench[trackers]'"
 class TrackerKind:
     module: str  # the import that must work
     install: str  # what to tell a user who lacks it
-    build: Callable[[str, Path, dict[str, str]], Any]  # (run name, results dir, tags) -> accelerate tracker
+    build: Callable[[str, Any, dict[str, str]], Any]  # (run name, accelerator, tags) -> accelerate tracker
 
 
-def _tensorboard(name: str, results: Path, tags: dict[str, str]):
+def _tensorboard(name: str, acc, tags: dict[str, str]):
     from accelerate.tracking import TensorBoardTracker
 
-    return TensorBoardTracker(name, results / "tb")
+    return TensorBoardTracker(name, acc.logging_dir)  # <results>/tb (bench.strategy.make_accelerator)
 
 
-def _mlflow(name: str, results: Path, tags: dict[str, str]):
+def _mlflow(name: str, acc, tags: dict[str, str]):
     import mlflow
     from accelerate.tracking import MLflowTracker
 
+    results = Path(acc.project_dir)
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # a local store needs no server or database
         mlflow.set_tracking_uri((results / "mlruns").resolve().as_uri())
-    return MLflowTracker(experiment_name=PROJECT, run_name=name, tags=tags)
+    experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME", PROJECT)
+    if mlflow.get_experiment_by_name(experiment) is None:  # parallel workers: create it once, before the run
+        try:
+            mlflow.create_experiment(experiment)
+        except mlflow.exceptions.MlflowException:
+            pass  # another worker created it in the meantime
+    return MLflowTracker(experiment_name=experiment, run_name=name, tags=tags)
 
 
-def _wandb(name: str, results: Path, tags: dict[str, str]):
+def _wandb(name: str, acc, tags: dict[str, str]):
     from accelerate.tracking import WandBTracker
 
+    results = Path(acc.project_dir)
     results.mkdir(parents=True, exist_ok=True)
     return WandBTracker(PROJECT, name=name, dir=str(results), mode=os.environ.get("WANDB_MODE", "offline"),
                         tags=[f"{k}={v}" for k, v in tags.items()])
 
 
-def _aim(name: str, results: Path, tags: dict[str, str]):
+def _aim(name: str, acc, tags: dict[str, str]):
     from accelerate.tracking import AimTracker
 
-    (results / "aim").mkdir(parents=True, exist_ok=True)
-    return AimTracker(name, results / "aim", experiment=PROJECT)
+    repo = Path(acc.project_dir) / "aim"
+    repo.mkdir(parents=True, exist_ok=True)
+    return AimTracker(name, repo, experiment=PROJECT)
 
 
-def _trackio(name: str, results: Path, tags: dict[str, str]):
+def _trackio(name: str, acc, tags: dict[str, str]):
     from accelerate.tracking import TrackioTracker
 
     return TrackioTracker(PROJECT, name=name)
@@ -128,12 +137,14 @@ def run_config(record: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def start_run(acc, names: list[str], cell, results_dir: Path, record: dict[str, Any]) -> None:
-    """Open this cell's run in every chosen tracker (main process only; the others log nothing)."""
+def start_run(acc, names: list[str], cell, record: dict[str, Any]) -> None:
+    """Open this cell's run in every chosen tracker (main process only; the others log nothing). The
+    Accelerator was built with these `log_with` names and the results dir as its project dir; each cell
+    gets accelerate tracker objects of its own, named after it, which `init_trackers` starts."""
     if not names or not acc.is_main_process:
         return
     tags = {"cell_id": cell.cell_id, "method": cell.method_label, "dataset": cell.dataset, "seed": str(cell.seed)}
-    acc.log_with = [KINDS[n].build(run_name(cell), Path(results_dir), tags) for n in names]
+    acc.log_with = [KINDS[n].build(run_name(cell), acc, tags) for n in names]
     acc.init_trackers(PROJECT, config=run_config(record))
 
 

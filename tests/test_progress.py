@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 
-import pytest
-
 from bench import progress
 
 
@@ -49,12 +47,19 @@ def test_a_run_in_a_log_file_prints_lines_without_carriage_returns(fast_run_args
     assert sum("eval top-1" in line for line in lines) == 4  # two evaluations per cell
 
 
-@pytest.mark.parametrize("flag", [["--progress", "none"], ["--no-progress"]])
-def test_none_keeps_only_the_cell_lines(fast_run_args, capsys, flag):
+def test_no_progress_is_none_and_the_last_flag_wins():
+    from bench.cli import parse_args
+
+    assert parse_args(["--no-progress"]).progress == "none"
+    assert parse_args(["--no-progress", "--progress", "plain"]).progress == "plain"
+    assert parse_args([]).progress == "auto"
+
+
+def test_none_keeps_only_the_cell_lines(fast_run_args, capsys):
     from bench.cli import main
 
     args = [a for a in fast_run_args if a != "--no-progress"]
-    assert main([*args, "--methods", "vit", *flag, "--steps", "2"]) == 0
+    assert main([*args, "--methods", "vit", "--progress", "none", "--steps", "2"]) == 0
     out, err = capsys.readouterr()
     assert "\r" not in out + err and "eval top-1" not in out
     assert "fgbench: cell 1/1: vit on demo seed 0" in out and "fgbench: cell 1/1 ok: vit on demo seed 0" in out

@@ -4,7 +4,7 @@ VENV ?= .venv
 # torch/torchvision pinned as a pair (torchvision pins torch); override for other machines:
 #   make test TORCH_SPEC="torch==2.9.1 torchvision==0.24.1"
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
-EXTRAS ?= test,deepspeed
+EXTRAS ?= test,deepspeed,trackers,slurm
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fgbench-installed
 

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from bench.atomic import atomic_write_text
+from bench.atomic import atomic_write_text, share_tree
 
 PROGRESS = "fgbench_progress.json"
 
@@ -29,6 +29,7 @@ def save(accelerator, directory: Path, progress: dict[str, Any]) -> Path:
     accelerator.save_state(str(directory))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        share_tree(directory)  # safetensors writes 0600; a checkpoint on a shared dir follows the umask
         atomic_write_text(directory / PROGRESS, json.dumps(progress, sort_keys=True))
     accelerator.wait_for_everyone()
     return directory

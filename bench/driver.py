@@ -17,7 +17,6 @@ from pathlib import Path
 
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
-from tqdm.auto import tqdm
 
 from bench import records
 from bench.data import get_card, materialize
@@ -25,6 +24,7 @@ from bench.data.checks import check_dataset
 from bench.data.valsplit import choose_val
 from bench.errors import UsageError
 from bench.matrix import Cell, pending_cells
+from bench.progress import CellProgress
 from bench.report import leaderboard, render_markdown, resolve_baseline, runs_frame
 from bench.runner import RunContext, run_cell
 from bench.strategy import deepspeed_config, is_deepspeed, make_accelerator, process_key
@@ -41,10 +41,10 @@ def launched_world_size() -> int | None:
     return int(value) if value and value.isdigit() else None
 
 
-def accelerator_for(cell: Cell) -> Accelerator:
+def accelerator_for(cell: Cell, log_with: list[str] | None = None, project_dir: Path | None = None) -> Accelerator:
     ds = (deepspeed_config(cell.strategy, cell.strategy_config, cell.recipe, cell.precision, cell.world_size)
           if is_deepspeed(cell.strategy) else None)
-    return make_accelerator(cell.strategy, cell.precision, ds)
+    return make_accelerator(cell.strategy, cell.precision, ds, log_with=log_with, project_dir=project_dir)
 
 
 @dataclass
@@ -139,16 +139,13 @@ def run_matrix(cells: list[Cell], ctx: RunContext, rerun: str = "none") -> Matri
             + ("; --rerun failed|all to redo them" if rerun != "all" else ""))
     ctx.stop.install()
     stopped = None
-    bar = tqdm(todo, desc="cells", unit="cell", dynamic_ncols=True, disable=not (ctx.progress and acc.is_main_process),
-               file=sys.stderr)
+    style = ctx.progress_style if ctx.progress else "none"
+    bar = CellProgress(style, len(todo), shown=acc.is_main_process, write=say)
     try:
-        for index, cell in enumerate(bar):
-            if not ctx.progress:
-                say(f"fgbench: cell {index + 1}/{len(todo)}: {cell.describe()} [{cell.cell_id}]")
-            bar.set_postfix_str(cell.describe())
+        for cell in todo:
+            bar.start(cell)
             record = run_cell(cell, ctx)
-            if record["status"] != "ok":
-                bar.write(f"fgbench: {cell.describe()} {record['status']}: {record['error']}")
+            bar.finish(cell, record)
             if record["status"] == "interrupted" or ctx.stop.requested:
                 stopped = ctx.stop.signum
                 say("fgbench: stopped by signal; finished records are kept and the interrupted cell resumes "
@@ -173,7 +170,7 @@ def shutdown(acc: Accelerator) -> None:
 
     if dist.is_available() and dist.is_initialized():
         acc.wait_for_everyone()
-        dist.destroy_process_group()
+    acc.end_training()  # closes any tracker run still open, then leaves the process group
 
 
 def summary_table(cells: list[Cell], results_dir: Path) -> str:

@@ -18,11 +18,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from bench import records
 from bench.matrix import Cell
 from bench.ports import free_port
+from bench.progress import CellProgress
 from bench.signals import StopRequest
 
 REPO_ENTRY = Path(__file__).resolve().parents[1] / "bench.py"
@@ -49,7 +48,7 @@ def device_slots(gpus: int, cpu_slots: int) -> list[str]:
 def worker_command(cell: Cell, base_argv: list[str], port: int) -> list[str]:
     """`bench.py run <the user's flags> --cell-ids ID ...`, under accelerate launch for several processes."""
     argv = ["run", *base_argv, "--cell-ids", cell.cell_id, "--parallel", "data", "--shard", "0/1",
-            "--world-sizes", str(cell.world_size), "--no-progress"]
+            "--world-sizes", str(cell.world_size), "--progress", "plain"]  # a log file: lines, not bars
     if cell.strategy != "deepspeed":  # "deepspeed" comes from the user's --deepspeed-config, kept in base_argv
         argv += ["--strategy", cell.strategy]
     if cell.world_size == 1:
@@ -96,7 +95,8 @@ def crash_record(cell: Cell, results_dir: Path, returncode: int, log: Path) -> d
 
 class CellPool:
     def __init__(self, cells: list[Cell], base_argv: list[str], results_dir: Path, slots: list[str],
-                 progress: bool = True, stop: StopRequest | None = None, max_running: int | None = None):
+                 progress: bool = True, stop: StopRequest | None = None, max_running: int | None = None,
+                 progress_style: str = "bar"):
         too_big = [c for c in cells if c.world_size > len(slots)]
         if too_big:
             from bench.errors import UsageError
@@ -107,7 +107,7 @@ class CellPool:
         self.base_argv = base_argv
         self.results_dir = Path(results_dir)
         self.free = list(slots)
-        self.progress = progress
+        self.bar = CellProgress(progress_style if progress else "none", len(self.queue))
         self.stop = stop or StopRequest()
         self.running: list[Worker] = []
         self.max_running = max_running or len(slots)
@@ -124,8 +124,9 @@ class CellPool:
                                    stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
         handle.close()
         self.running.append(Worker(cell, devices, process, log, time.time_ns()))
+        self.bar.start(cell)
 
-    def _finish(self, worker: Worker) -> str:
+    def _finish(self, worker: Worker) -> dict:
         self.running.remove(worker)
         self.free.extend(worker.devices)
         path = worker.cell.record_path(self.results_dir)
@@ -134,7 +135,8 @@ class CellPool:
         if not fresh:
             record = crash_record(worker.cell, self.results_dir, worker.process.returncode, worker.log)
             records.write_record(path, record)
-        return record["status"]
+        self.bar.finish(worker.cell, record, where=f" (log: {worker.log})" if record["status"] != "ok" else "")
+        return record
 
     def _signal_workers(self, signum: int) -> None:
         for worker in self.running:
@@ -146,7 +148,6 @@ class CellPool:
     def run(self) -> dict[str, str]:
         """Run every queued cell; returns cell_id -> status of its record."""
         statuses: dict[str, str] = {}
-        bar = tqdm(total=len(self.queue), desc="cells", unit="cell", disable=not self.progress, dynamic_ncols=True)
         forwarded = False
         try:
             while self.queue or self.running:
@@ -161,12 +162,8 @@ class CellPool:
                     self.queue.remove(fitting)
                     self._start(fitting)
                 for worker in [w for w in self.running if w.process.poll() is not None]:
-                    status = self._finish(worker)
-                    statuses[worker.cell.cell_id] = status
-                    bar.update(1)
-                    if status != "ok":
-                        bar.write(f"fgbench: {worker.cell.describe()} {status} (log: {worker.log})")
-                bar.set_postfix_str(", ".join(w.cell.describe() for w in self.running)[:80])
+                    statuses[worker.cell.cell_id] = self._finish(worker)["status"]
+                self.bar.running(", ".join(w.cell.describe() for w in self.running))
                 time.sleep(0.2)
         finally:
             if self.running:  # the driver itself is going down: take the workers with it
@@ -177,6 +174,6 @@ class CellPool:
                     except subprocess.TimeoutExpired:
                         os.killpg(worker.process.pid, signal.SIGKILL)
                         worker.process.wait()
-                    statuses[worker.cell.cell_id] = self._finish(worker)
-            bar.close()
+                    statuses[worker.cell.cell_id] = self._finish(worker)["status"]
+            self.bar.close()
         return statuses

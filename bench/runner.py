@@ -22,9 +22,8 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import gather_object, set_seed
-from tqdm.auto import tqdm
 
-from bench import checkpoint, records
+from bench import checkpoint, progress, records, trackers
 from bench.data import check_files, get_card, open_dataset
 from bench.data.cache import resized_images
 from bench.data.transforms import normalize
@@ -52,10 +51,12 @@ class RunContext:
     results_dir: Path
     workers: int = 0
     progress: bool = True
+    progress_style: str = "bar"  # bar | plain | none (see bench.progress)
     data_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     cache_dir: Path | None = None  # decode-and-resize cache; None reads images every time
     stop: StopRequest = field(default_factory=StopRequest)
     checkpoint_every: int = 0  # steps between periodic checkpoints (0: only when stopped by a signal)
+    log_with: list[str] = field(default_factory=list)  # experiment trackers, one run per cell (bench.trackers)
 
 
 def utc_now() -> str:
@@ -123,6 +124,7 @@ def run_cell(cell: Cell, ctx: RunContext) -> dict[str, Any]:
     record = base_record(cell, ctx)
     started = time.perf_counter()
     try:
+        trackers.start_run(acc, ctx.log_with, cell, record)
         result = train_and_evaluate(cell, ctx)
         record["time"].update(result.pop("time_split"))
         record.update(result)
@@ -142,6 +144,7 @@ def run_cell(cell: Cell, ctx: RunContext) -> dict[str, Any]:
     record["time"].update(end_utc=utc_now(), wall_s=time.perf_counter() - started)
     if acc.is_main_process:
         records.write_record(cell.record_path(ctx.results_dir), record)
+        trackers.finish_run(acc, record)
         if record["status"] in records.FINISHED:  # only an interrupted cell resumes from its checkpoint
             checkpoint.remove(checkpoint.checkpoint_dir(ctx.results_dir, cell.cell_id))
     acc.wait_for_everyone()
@@ -174,7 +177,8 @@ def cached_splits(roles: dict[str, Any], recipe, ctx: RunContext, dataset: str) 
     acc = ctx.accelerator
     if acc.is_main_process:
         for base in bases.values():
-            resized_images(base, recipe.resize_size, ctx.cache_dir, dataset, ctx.progress)
+            resized_images(base, recipe.resize_size, ctx.cache_dir, dataset,
+                           ctx.progress and ctx.progress_style == "bar")
     acc.wait_for_everyone()
     return {name: resized_images(base, recipe.resize_size, ctx.cache_dir, dataset, False)
             for name, base in bases.items()}
@@ -238,8 +242,8 @@ def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
     init_s = time.perf_counter() - started
     single = acc.num_processes == 1
 
-    bar = tqdm(total=recipe.steps, initial=start_step, desc=f"  {cell.describe()}", leave=False,
-               dynamic_ncols=True, disable=not (ctx.progress and acc.is_main_process), mininterval=0.5)
+    bar = progress.step_progress(ctx.progress_style, ctx.progress and acc.is_main_process, recipe.steps,
+                                 start_step, cell.describe())
     try:
         model.train()
         train_timer.start()
@@ -260,7 +264,7 @@ def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
                 loss_count += 1
             scheduler.step()
             train_timer.mark(step_samples)
-            bar.update(1)
+            bar.step()
 
             stop = False
             if step % LOG_EVERY == 0 or step == recipe.steps or (single and ctx.stop.requested):
@@ -274,7 +278,8 @@ def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
                 last_losses = {n: v / (loss_count * acc.num_processes) for n, v in zip(names, agreed[2:])}
                 loss_sums.clear()
                 loss_count = 0
-                bar.set_postfix(loss=f"{sum(last_losses.values()):.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+                bar.synced(step, last_losses, scheduler.get_last_lr()[0])
+                acc.log(trackers.train_metrics(last_losses, scheduler.get_last_lr()[0]), step=step)
 
             if step % recipe.eval_every == 0 or step == recipe.steps:
                 result = evaluate(model, test_loader, acc, eval_timer, expected=len(data.test),
@@ -284,7 +289,9 @@ def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
                     val = evaluate(model, val_loader, acc, val_timer, expected=len(val_split),
                                    num_classes=card.num_classes, dtype=dtype)
                     val_curve.append({"step": step, **val})
-                bar.set_postfix(loss=f"{sum(last_losses.values()):.3f}", top1=f"{result['top1']:.1f}")
+                    acc.log(trackers.eval_metrics("val", val), step=step)
+                acc.log(trackers.eval_metrics("test", result), step=step)
+                bar.evaluated(step, result)
                 model.train()
                 train_timer.resume()
             if stop:

@@ -107,13 +107,20 @@ def _prepare_single_process_deepspeed() -> None:
             pass
 
 
-def make_accelerator(strategy: str, precision: str | None, ds_config: dict | None = None):
-    """The process's Accelerator: CPU ranks over gloo without CUDA, DeepSpeed for zero* strategies."""
+def make_accelerator(strategy: str, precision: str | None, ds_config: dict | None = None,
+                     log_with: list[str] | None = None, project_dir: Path | None = None):
+    """The process's Accelerator: CPU ranks over gloo without CUDA, DeepSpeed for zero* strategies;
+    `log_with` trackers (see `bench.trackers`) keep their files under `project_dir`."""
     from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
 
+    tracking = {}
+    if log_with:
+        tracking = dict(log_with=list(log_with), project_config=ProjectConfiguration(
+            project_dir=str(project_dir), logging_dir=str(Path(project_dir) / "tb")))
     try:
         if not is_deepspeed(strategy):
-            return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision)
+            return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision, **tracking)
         try:
             import deepspeed  # noqa: F401
             import transformers  # noqa: F401  (accelerate's DeepSpeed path needs it)
@@ -123,7 +130,8 @@ def make_accelerator(strategy: str, precision: str | None, ds_config: dict | Non
 
         _prepare_single_process_deepspeed()
         # Accelerator(cpu=True) would silently drop the plugin; DeepSpeed picks the CPU by itself
-        return Accelerator(mixed_precision=precision, deepspeed_plugin=DeepSpeedPlugin(hf_ds_config=ds_config))
+        return Accelerator(mixed_precision=precision, deepspeed_plugin=DeepSpeedPlugin(hf_ds_config=ds_config),
+                           **tracking)
     except (ValueError, RuntimeError) as exc:
         raise UsageError(f"cannot set up {strategy} with precision {precision}: {' '.join(str(exc).split())}") from None
 

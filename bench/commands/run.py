@@ -74,8 +74,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other recipe field (repeatable)")
     r.add_argument("--opt", action="append", default=[], metavar="[METHOD.]KEY=VALUE",
                    help="method option, e.g. num_tokens=24 or ffvt.num_tokens=24 (repeatable)")
+    from bench.launchers import add_arguments as add_launcher_arguments
+
+    add_launcher_arguments(p)
     o = p.add_argument_group("output")
-    o.add_argument("--no-progress", action="store_true", help="no progress bars")
+    o.add_argument("--progress", choices=("auto", "bar", "plain", "none"), default="auto",
+                   help="bar: tqdm bars; plain: lines without carriage returns (cell start/finish, evaluations, a "
+                        "step line every 30 s) for logs; none: cell lines only; auto: bar on a terminal, else plain")
+    o.add_argument("--no-progress", dest="progress", action="store_const", const="none", help="same as --progress none")
+    o.add_argument("--log-with", default=None, metavar="T[,T...]",
+                   help="experiment trackers, one run per cell: tensorboard, mlflow, wandb, aim, trackio, or all "
+                        "installed; offline by default (files under the results dir)")
     o.add_argument("--dry-run", action="store_true", help="print the cells and whether they are done; run nothing")
     add_results_dir(p)
 
@@ -147,15 +156,21 @@ def run(args: argparse.Namespace) -> int:
     from bench.driver import launched_world_size
     from bench.matrix import build_cells
     from bench.strategy import process_key
+    from bench.trackers import parse_log_with
 
     for name in ("workers", "checkpoint_every", "slots"):
         value = getattr(args, name)
         if value is not None and value < (1 if name == "slots" else 0):
             raise UsageError(f"--{name.replace('_', '-')} must be >= {1 if name == 'slots' else 0}, got {value}")
+    parse_log_with(args.log_with)  # a missing tracker package fails here, before any cell
     launched = launched_world_size()
     if launched and args.parallel == "cells":
         raise UsageError("--parallel cells starts its own workers: run it with plain `python bench.py`, "
                          "not under accelerate launch/torchrun")
+    if args.launcher:
+        from bench.launchers import check_arguments
+
+        check_arguments(args)
     cells = select_cells(args, build_cells(matrix_spec(args, launched)))
     if not cells:
         if not args.shard:
@@ -166,6 +181,8 @@ def run(args: argparse.Namespace) -> int:
     paths = data_options(args)
     if args.dry_run:
         return dry_run(cells, args)
+    if args.launcher:
+        return run_launcher(cells, args, paths)
 
     in_process = launched is not None or args.parallel == "data" or (
         args.parallel is None and all(c.world_size == 1 for c in cells) and len({process_key(c) for c in cells}) <= 1)
@@ -177,9 +194,13 @@ def run(args: argparse.Namespace) -> int:
 def run_in_process(cells, args: argparse.Namespace, paths: dict) -> int:
     from bench.data.cache import default_cache_dir
     from bench.driver import accelerator_for, run_matrix, shutdown, split_by_process, summary_table
+    from bench.progress import resolve_style
     from bench.runner import RunContext
+    from bench.trackers import parse_log_with
 
-    acc = accelerator_for(next((c for c in cells if c.world_size == (int(os.environ.get("WORLD_SIZE", "1")))), cells[0]))
+    log_with = parse_log_with(args.log_with)
+    acc = accelerator_for(next((c for c in cells if c.world_size == (int(os.environ.get("WORLD_SIZE", "1")))), cells[0]),
+                          log_with=log_with, project_dir=args.results_dir)
     try:
         mine, others = split_by_process(cells, acc)
         if others and acc.is_main_process:
@@ -188,8 +209,10 @@ def run_in_process(cells, args: argparse.Namespace, paths: dict) -> int:
                   f"workers) or in another launch", file=sys.stderr)
         workers = args.workers if args.workers is not None else (8 if acc.device.type == "cuda" else 0)
         cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
-        ctx = RunContext(acc, args.data_root, args.results_dir, workers=workers, progress=not args.no_progress,
-                         data_options=paths, cache_dir=cache_dir, checkpoint_every=args.checkpoint_every)
+        style = resolve_style(args.progress)
+        ctx = RunContext(acc, args.data_root, args.results_dir, workers=workers, progress=style != "none",
+                         progress_style=style, data_options=paths, cache_dir=cache_dir,
+                         checkpoint_every=args.checkpoint_every, log_with=log_with)
         outcome = run_matrix(mine, ctx, rerun=args.rerun) if mine else None
         if acc.is_main_process:
             report_outcome(cells, args, outcome.statuses if outcome else {})
@@ -205,6 +228,7 @@ def run_pool(cells, args: argparse.Namespace, paths: dict) -> int:
     from bench import records
     from bench.matrix import pending_cells
     from bench.pool import CellPool, device_slots
+    from bench.progress import resolve_style
     from bench.signals import StopRequest
 
     from bench.driver import check_matrix_data, materialize_all
@@ -223,8 +247,9 @@ def run_pool(cells, args: argparse.Namespace, paths: dict) -> int:
         print(f"fgbench: {skipped} of {len(cells)} cells already have a finished record (resume)")
     stop = StopRequest().install()
     try:
-        pool = CellPool(todo, _worker_argv(args.raw_argv), args.results_dir, slots, progress=not args.no_progress,
-                        stop=stop, max_running=at_once)
+        style = resolve_style(args.progress)
+        pool = CellPool(todo, _worker_argv(args.raw_argv), args.results_dir, slots, progress=style != "none",
+                        stop=stop, max_running=at_once, progress_style=style)
         pool.run()
     finally:
         stop.uninstall()
@@ -236,6 +261,24 @@ def run_pool(cells, args: argparse.Namespace, paths: dict) -> int:
     if stop.requested:
         return stop.exit_status
     return 0 if all(s == "ok" for s in statuses.values()) else 1
+
+
+def run_launcher(cells, args: argparse.Namespace, paths: dict) -> int:
+    """`--launcher`: check the data here (bad input fails before anything is queued), then submit."""
+    from bench import launchers, records
+    from bench.driver import check_matrix_data, materialize_all
+
+    materialize_all(cells, args.data_root)
+    check_matrix_data(cells, args.data_root, paths)
+    status = launchers.launch(cells, args)
+    if args.launcher == "slurm":
+        return status
+    statuses = {}
+    for cell in cells:
+        record = records.read_record(cell.record_path(args.results_dir))
+        statuses[cell.cell_id] = record["status"] if record else "missing"
+    report_outcome(cells, args, statuses)
+    return status if status else (0 if all(s == "ok" for s in statuses.values()) else 1)
 
 
 def _worker_argv(argv: list[str]) -> list[str]:

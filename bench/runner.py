@@ -25,6 +25,7 @@ from accelerate.utils import gather_object, set_seed
 from tqdm.auto import tqdm
 
 from bench import checkpoint, records
+from bench.classes import ClassTally
 from bench.data import check_files, get_card, open_dataset
 from bench.data.cache import resized_images
 from bench.data.transforms import normalize
@@ -34,6 +35,7 @@ from bench.errors import Diverged, one_line
 from bench.loaders import BatchStream, build_loaders
 from bench.matrix import Cell
 from bench.meters import PeakMemory, StepTimer
+from bench.models import save_model
 from bench.oom import fit_batch, is_oom
 from bench.optim import build_optimizer
 from bench.schedule import build_scheduler
@@ -56,6 +58,7 @@ class RunContext:
     cache_dir: Path | None = None  # decode-and-resize cache; None reads images every time
     stop: StopRequest = field(default_factory=StopRequest)
     checkpoint_every: int = 0  # steps between periodic checkpoints (0: only when stopped by a signal)
+    save_model: bool = False  # keep the final weights under <results>/models/<cell_id> (bench.models)
 
 
 def utc_now() -> str:
@@ -214,7 +217,7 @@ def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
     saved = checkpoint.load_progress(ckpt_dir, cell.cell_id)
     if saved is not None and saved.get("per_device_batch") != recipe.batch_size:
         saved = None  # the batch had to change (another device): the data position no longer applies
-    start_step, curve, val_curve, last_losses = 0, [], [], {}
+    start_step, curve, val_curve, last_losses, classes = 0, [], [], {}, None
     if saved is not None:
         checkpoint.restore(acc, ckpt_dir)  # model, optimizer and RNG states
         for _ in range(saved["step"]):
@@ -277,8 +280,10 @@ def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
                 bar.set_postfix(loss=f"{sum(last_losses.values()):.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
 
             if step % recipe.eval_every == 0 or step == recipe.steps:
+                tally = ClassTally(card.num_classes) if step == recipe.steps else None  # per class: last only
                 result = evaluate(model, test_loader, acc, eval_timer, expected=len(data.test),
-                                  num_classes=card.num_classes, dtype=dtype)
+                                  num_classes=card.num_classes, dtype=dtype, tally=tally)
+                classes = tally.summary(data.class_names) if tally is not None else classes
                 curve.append({"step": step, **result, "train_losses": dict(last_losses)})
                 if val_loader is not None:
                     val = evaluate(model, val_loader, acc, val_timer, expected=len(val_split),
@@ -296,6 +301,7 @@ def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
         bar.close()
     train_s = time.perf_counter() - started - init_s
     peak = memory.stop()
+    saved_model = save_model(acc, model, cell, data.class_names, ctx.results_dir) if ctx.save_model else None
 
     final = curve[-1]
     best = max(curve, key=lambda point: point["top1"])  # earliest best on ties
@@ -311,8 +317,10 @@ def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
             "top1_best_optimistic": best["top1"],  # selected on the test split: optimistic by design
             "best_step_optimistic": best["step"],
             "curve": curve,
+            "classes": classes,
             **val_selection(curve, val_curve),
         },
+        **({"saved_model": saved_model} if saved_model else {}),
         "per_device_batch": recipe.batch_size,
         "grad_accum": recipe.grad_accum,
         "eval_batch_size": recipe.eval_batch_size,
@@ -360,8 +368,9 @@ def _memory_block(ranks: list[dict[str, float | None]]) -> dict[str, Any]:
 
 @torch.no_grad()
 def evaluate(model, loader, acc: Accelerator, timer: StepTimer, expected: int, num_classes: int,
-             dtype: torch.dtype | None = None) -> dict[str, Any]:
+             dtype: torch.dtype | None = None, tally: ClassTally | None = None) -> dict[str, Any]:
     """Top-1/top-5 (percent) over the whole test split, sharded over ranks, counted exactly.
+    `tally` (optional) collects the gathered top-1 predictions for per-class figures.
 
     `gather_for_metrics` drops the samples a distributed sampler repeats to even out the last
     batch; the count must equal the split size or the evaluation is wrong and the cell fails.
@@ -382,6 +391,8 @@ def evaluate(model, loader, acc: Accelerator, timer: StepTimer, expected: int, n
             hits = idx == targets[:, None]
             pair = correct.setdefault(name, [torch.zeros((), device=acc.device, dtype=torch.long)] * 2)
             correct[name] = [pair[0] + hits[:, 0].sum(), pair[1] + hits.any(dim=1).sum()]
+        if tally is not None:
+            tally.update(topk["main"][:, 0], targets)
         loss_sum += losses.double().sum()
         count += len(targets)
         timer.mark(len(targets), timed=index > 0)

@@ -75,6 +75,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="method option, e.g. num_tokens=24 or ffvt.num_tokens=24 (repeatable)")
     o = p.add_argument_group("output")
     o.add_argument("--no-progress", action="store_true", help="no progress bars")
+    o.add_argument("--save-model", action="store_true",
+                   help="keep each finished cell's final weights (safetensors) and description under "
+                        "<results>/models/<cell_id> for `bench.py eval` and `bench.py explain`")
     o.add_argument("--dry-run", action="store_true", help="print the cells and whether they are done; run nothing")
     add_results_dir(p)
 
@@ -188,7 +191,8 @@ def run_in_process(cells, args: argparse.Namespace, paths: dict) -> int:
         workers = args.workers if args.workers is not None else (8 if acc.device.type == "cuda" else 0)
         cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
         ctx = RunContext(acc, args.data_root, args.results_dir, workers=workers, progress=not args.no_progress,
-                         data_options=paths, cache_dir=cache_dir, checkpoint_every=args.checkpoint_every)
+                         data_options=paths, cache_dir=cache_dir, checkpoint_every=args.checkpoint_every,
+                         save_model=args.save_model)
         outcome = run_matrix(mine, ctx, rerun=args.rerun) if mine else None
         if acc.is_main_process:
             report_outcome(cells, args, outcome.statuses if outcome else {})

@@ -74,3 +74,27 @@ def test_eval_refuses_a_class_count_or_geometry_mismatch(saved_run, fast_run_arg
     assert len(err.splitlines()) == 1 and "demo has 12 classes" in err and "predicts 7" in err
     assert main(base + ["--model", str(tmp_path / "nowhere")]) == 2
     assert "--save-model" in capsys.readouterr().err
+
+
+def test_explain_draws_the_saved_model_and_the_report_shows_the_gallery(saved_run, fast_run_args, capsys):
+    from bench.report import write_report
+    from bench.report.gallery import read_manifest
+
+    results, _, record = saved_run
+    data_root = fast_run_args[fast_run_args.index("--data-root") + 1]
+    base = ["explain", "--data-root", data_root, "--results-dir", str(results)]
+    assert main(base + ["--methods", "vit", "--images", "1"]) == 2
+    assert "--images must be >= 2" in capsys.readouterr().err
+    assert main(base + ["--methods", "vit", "--images", "3"]) == 0
+    figures = read_manifest(results)
+    assert [f["image"] for f in figures] == [0, 120, 239]  # spread over the 240 test images
+    assert {f["kind"] for f in figures} == {"rollout"} and {f["cell_id"] for f in figures} == {record["cell_id"]}
+    assert all((results / f["file"]).read_bytes()[:4] == b"\x89PNG" for f in figures)
+    assert main(base + ["--methods", "vit", "--images", "3"]) == 0  # again: replaced, not appended
+    assert len(read_manifest(results)) == 3
+    write_report(results)
+    page = (results / "index.html").read_text()
+    gallery = page[page.index('<section id="gallery">'):]
+    assert gallery.count("<img ") == 3 and all(f'src="{f["file"]}"' in gallery for f in figures)
+    assert main(base + ["--methods", "ffvt"]) == 2
+    assert "no saved model" in capsys.readouterr().err

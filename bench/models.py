@@ -39,11 +39,10 @@ def save_model(accelerator, model, cell, class_names: Sequence[str] | None, resu
 
     from bench.data import get_card
 
-    state = accelerator.get_state_dict(model)
+    tensors = full_state_dict(accelerator, model)
     if not accelerator.is_main_process:
         return None
     directory = model_dir(results_dir, cell.cell_id)
-    tensors = {name: value.detach().to("cpu", copy=True).contiguous() for name, value in state.items()}
     data = save(tensors, metadata={"format": "pt", "cell_id": cell.cell_id})
     atomic_write_bytes(directory / WEIGHTS, data)
     backbone = dataclasses.asdict(cell.backbone)
@@ -67,6 +66,26 @@ def save_model(accelerator, model, cell, class_names: Sequence[str] | None, resu
     }
     atomic_write_text(directory / META, json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
     return {"path": directory.relative_to(results_dir).as_posix(), **meta["weights"]}
+
+
+def full_state_dict(accelerator, model) -> dict:
+    """The unwrapped model's whole state dict on the CPU (collective: every rank calls).
+
+    ZeRO-3 partitions the parameters over the ranks; they are gathered for the copy with
+    DeepSpeed's `GatheredParameters` (accelerate's `get_state_dict` would need the engine to be
+    configured to gather 16-bit weights on save)."""
+    from accelerate.utils import DistributedType
+
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if accelerator.distributed_type == DistributedType.DEEPSPEED and plugin is not None and plugin.zero_stage == 3:
+        import deepspeed
+
+        module = accelerator.unwrap_model(model)
+        with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+            state = module.state_dict()
+            return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
+    state = accelerator.get_state_dict(model)
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
 
 
 @dataclass

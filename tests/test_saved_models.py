@@ -98,3 +98,17 @@ def test_explain_draws_the_saved_model_and_the_report_shows_the_gallery(saved_ru
     assert gallery.count("<img ") == 3 and all(f'src="{f["file"]}"' in gallery for f in figures)
     assert main(base + ["--methods", "ffvt"]) == 2
     assert "no saved model" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_eval_under_accelerate_launch_shards_and_still_reproduces(saved_run, fast_run_args):
+    """Two ranks, an eval batch that does not divide the 240 test images: the padding is dropped, the
+    count is exact and the top-1 is the record's."""
+    from test_scale_out import launch
+
+    results, _, record = saved_run
+    data_root = fast_run_args[fast_run_args.index("--data-root") + 1]
+    done = launch(["eval", "--model", str(results / record["saved_model"]["path"]), "--data-root", data_root,
+                   "--results-dir", str(results), "--no-cache", "--eval-batch-size", "7"], nproc=2)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("identical") == 1 and "over 240" in done.stdout

@@ -22,7 +22,7 @@ from bench.models import SavedModel
 from bench.records import safe_name
 from bench.report.gallery import EXPLAIN_DIR, MANIFEST_SCHEMA, manifest_path
 
-GALLERY_WIDTH = 420  # px a figure is shown at in index.html (the PNG link opens it full size)
+GALLERY_SCALE, GALLERY_MAX = 0.8, 640  # a figure's width in index.html: 80% of its pixels, at most 640 px
 
 
 def image_indices(n_test: int, count: int) -> list[int]:
@@ -91,7 +91,7 @@ def explain_model(saved: SavedModel, dataset: str, count: int, results_dir: Path
         entries.append({"dataset": card.name, "method": saved.meta["method"], "method_label": saved.meta["method_label"],
                         "seed": saved.meta["seed"], "cell_id": saved.meta["cell_id"], "order": order, "kind": kind,
                         "image": index, "file": relative.as_posix(), "true": item.true, "pred": item.pred,
-                        "correct": item.correct, "width": min(GALLERY_WIDTH, int(fig.get_figwidth() * fig.dpi))})
+                        "correct": item.correct, "width": min(GALLERY_MAX, round(GALLERY_SCALE * fig.get_figwidth() * fig.dpi))})
     return entries
 
 

@@ -83,7 +83,7 @@ def explain_model(saved: SavedModel, dataset: str, count: int, results_dir: Path
         sample = {k: v[b] for k, v in arrays.items() if isinstance(v, np.ndarray) and v.shape[:1] == (len(indices),)}
         extras = {"zoomed": to_uint8(result["zoomed"][b])} if "zoomed" in result else {}
         item = ExplainItem(saved.meta["method_label"], shown[b], name_of(names, target), name_of(names, predicted[b]),
-                           sample, geometry, names, shown, extras)
+                           sample, geometry, names, images=shown, image_ids=indices, extras=extras)
         relative = folder / f"test{index:05d}.png"
         fig = explain_figure(kind, item)
         data_png = png_bytes(fig)

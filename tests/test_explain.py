@@ -69,7 +69,7 @@ def item_for(method: str, result: dict, b: int, x: torch.Tensor, extras=None) ->
     shown = [np.zeros((x.shape[-2], x.shape[-1], 3), dtype=np.uint8) for _ in range(len(x))]
     pred = int(result["logits"][b].argmax())
     return ExplainItem(method, shown[b], "class 1", f"class {pred}", sample_of(result, b), result["geometry"],
-                       [], shown, extras or {})
+                       [], shown, image_ids=[100 + i for i in range(len(x))], extras=extras or {})
 
 
 def outlines(fig, prefix: str) -> list[Rectangle]:
@@ -122,6 +122,7 @@ def test_drawn_tokens_are_the_hooks_tokens(single_thread):
         {t for t in result["positions"][2].tolist() if t >= 1}
     assert {int(r.get_gid().split("-")[1]) for r in outlines(fig, "source-")} == \
         {t for t in result["positions"][1].tolist() if t >= 1}  # image 2 got image 1's tokens
+    assert fig.axes[1].get_title() == "from partner (test #101)"
 
 
 def test_drawn_box_is_the_box_dppm_computed(single_thread):

@@ -36,6 +36,7 @@ class ExplainItem:
     geometry: TokenGeometry
     class_names: Sequence[str] = ()
     images: Sequence[np.ndarray] = ()  # every image of the batch (Mix-ViT's partners)
+    image_ids: Sequence[int] = ()  # their test-split indices, for the titles
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -133,7 +134,8 @@ def draw_mixing(fig: Figure, item: ExplainItem) -> None:
     _image_axis(mine, item.image, f"{len(written)} tokens overwritten")
     for token in written:
         _outline(mine, g, token, "red", f"substituted-{token}")
-    _image_axis(partner, item.images[source], f"from partner (image {source})")
+    where = f"test #{item.image_ids[source]}" if len(item.image_ids) > source else f"image {source}"
+    _image_axis(partner, item.images[source], f"from partner ({where})")
     for token in _patch_tokens(g, item.sample["source_positions"]):
         _outline(partner, g, token, "cyan", f"source-{token}")
     shown = predictor.imshow(item.sample["predicted"], cmap="magma", vmin=0.0, vmax=1.0, extent=grid_extent(g),

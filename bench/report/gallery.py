@@ -15,6 +15,7 @@ from typing import Any
 EXPLAIN_DIR = "explain"
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = 1
+REQUIRED = {"dataset", "method_label", "seed", "cell_id", "order", "image", "file", "true", "pred", "correct"}
 
 
 def manifest_path(results_dir: Path) -> Path:
@@ -29,7 +30,8 @@ def read_manifest(results_dir: Path) -> list[dict[str, Any]]:
         return []
     if not isinstance(data, dict) or data.get("schema_version") != MANIFEST_SCHEMA:
         return []
-    return [f for f in data.get("figures", []) if isinstance(f, dict) and (Path(results_dir) / f["file"]).is_file()]
+    return [f for f in data.get("figures", []) if isinstance(f, dict) and REQUIRED <= set(f)
+            and (Path(results_dir) / str(f["file"])).is_file()]
 
 
 def _column(figure: dict[str, Any]) -> tuple:

@@ -74,6 +74,8 @@ def test_eval_refuses_a_class_count_or_geometry_mismatch(saved_run, fast_run_arg
     assert len(err.splitlines()) == 1 and "demo has 12 classes" in err and "predicts 7" in err
     assert main(base + ["--model", str(tmp_path / "nowhere")]) == 2
     assert "--save-model" in capsys.readouterr().err
+    assert main(base + ["--model", str(folder), "--workers", "-1"]) == 2
+    assert "--workers must be >= 0" in capsys.readouterr().err
 
 
 def test_explain_draws_the_saved_model_and_the_report_shows_the_gallery(saved_run, fast_run_args, capsys):

@@ -54,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.eval_batch_size is not None and args.eval_batch_size < 1:
         raise UsageError(f"--eval-batch-size must be >= 1, got {args.eval_batch_size}")
+    if args.workers < 0:
+        raise UsageError(f"--workers must be >= 0, got {args.workers}")
     datasets = expand_datasets(args.datasets) if args.datasets else None
     models = chosen_models(args, None if args.model else datasets)
     paths = data_options(args)

@@ -22,11 +22,14 @@ $(STAMP): setup.cfg pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 demo: install
-	$(BIN)/python bench.py --methods all --datasets demo --seeds 0,1 --preset tiny
+	$(BIN)/python bench.py --methods all --datasets demo --seeds 0,1 --preset tiny --save-model
+	$(BIN)/python bench.py eval --methods vit --datasets demo --seeds 0
+	$(BIN)/python bench.py explain --methods all --datasets demo --images 4
 	$(BIN)/python bench.py report
 
 test: install
 	$(BIN)/python -m pytest -q
 
 clean-results:
-	rm -rf results/runs results/logs results/checkpoints results/leaderboard*.csv results/leaderboard.md results/leaderboard.tex results/runs.csv results/scaling.csv results/index.html
+	rm -rf results/runs results/logs results/checkpoints results/leaderboard*.csv results/leaderboard.md results/leaderboard.tex results/runs.csv results/scaling.csv results/index.html \
+		results/models results/evals results/explain results/per-class-*.csv results/where-methods-differ-*.csv

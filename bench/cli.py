@@ -22,6 +22,8 @@ COMMANDS = {
     "report": "rebuild leaderboard tables from the records",
     "data": "verify datasets on disk and print their statistics (--benchmark: input-pipeline speed)",
     "speed": "training/inference throughput, memory and MFU of every method, eager and fused side by side",
+    "eval": "re-evaluate saved models (--save-model) on a dataset's test split, exactly as the runner does",
+    "explain": "figures of what each saved model computes on test images (attention, selected tokens, boxes)",
 }
 
 

@@ -24,6 +24,7 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object, set_seed
 
 from bench import checkpoint, progress, records, trackers
+from bench.classes import ClassTally
 from bench.data import check_files, get_card, open_dataset
 from bench.data.cache import resized_images
 from bench.data.transforms import normalize
@@ -33,6 +34,7 @@ from bench.errors import Diverged, one_line
 from bench.loaders import BatchStream, build_loaders
 from bench.matrix import Cell
 from bench.meters import PeakMemory, StepTimer
+from bench.models import save_model
 from bench.oom import fit_batch, is_oom
 from bench.optim import build_optimizer
 from bench.schedule import build_scheduler
@@ -57,6 +59,7 @@ class RunContext:
     stop: StopRequest = field(default_factory=StopRequest)
     checkpoint_every: int = 0  # steps between periodic checkpoints (0: only when stopped by a signal)
     log_with: list[str] = field(default_factory=list)  # experiment trackers, one run per cell (bench.trackers)
+    save_model: bool = False  # keep the final weights under <results>/models/<cell_id> (bench.models)
 
 
 def utc_now() -> str:
@@ -218,7 +221,7 @@ def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
     saved = checkpoint.load_progress(ckpt_dir, cell.cell_id)
     if saved is not None and saved.get("per_device_batch") != recipe.batch_size:
         saved = None  # the batch had to change (another device): the data position no longer applies
-    start_step, curve, val_curve, last_losses = 0, [], [], {}
+    start_step, curve, val_curve, last_losses, classes = 0, [], [], {}, None
     if saved is not None:
         checkpoint.restore(acc, ckpt_dir)  # model, optimizer and RNG states
         for _ in range(saved["step"]):
@@ -282,8 +285,10 @@ def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
                 acc.log(trackers.train_metrics(last_losses, scheduler.get_last_lr()[0]), step=step)
 
             if step % recipe.eval_every == 0 or step == recipe.steps:
+                tally = ClassTally(card.num_classes) if step == recipe.steps else None  # per class: last only
                 result = evaluate(model, test_loader, acc, eval_timer, expected=len(data.test),
-                                  num_classes=card.num_classes, dtype=dtype)
+                                  num_classes=card.num_classes, dtype=dtype, tally=tally)
+                classes = tally.summary(data.class_names) if tally is not None else classes
                 curve.append({"step": step, **result, "train_losses": dict(last_losses)})
                 if val_loader is not None:
                     val = evaluate(model, val_loader, acc, val_timer, expected=len(val_split),
@@ -303,6 +308,7 @@ def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
         bar.close()
     train_s = time.perf_counter() - started - init_s
     peak = memory.stop()
+    saved_model = save_model(acc, model, cell, data.class_names, ctx.results_dir) if ctx.save_model else None
 
     final = curve[-1]
     best = max(curve, key=lambda point: point["top1"])  # earliest best on ties
@@ -318,8 +324,10 @@ def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
             "top1_best_optimistic": best["top1"],  # selected on the test split: optimistic by design
             "best_step_optimistic": best["step"],
             "curve": curve,
+            "classes": classes,
             **val_selection(curve, val_curve),
         },
+        **({"saved_model": saved_model} if saved_model else {}),
         "per_device_batch": recipe.batch_size,
         "grad_accum": recipe.grad_accum,
         "eval_batch_size": recipe.eval_batch_size,
@@ -367,8 +375,9 @@ def _memory_block(ranks: list[dict[str, float | None]]) -> dict[str, Any]:
 
 @torch.no_grad()
 def evaluate(model, loader, acc: Accelerator, timer: StepTimer, expected: int, num_classes: int,
-             dtype: torch.dtype | None = None) -> dict[str, Any]:
+             dtype: torch.dtype | None = None, tally: ClassTally | None = None) -> dict[str, Any]:
     """Top-1/top-5 (percent) over the whole test split, sharded over ranks, counted exactly.
+    `tally` (optional) collects the gathered top-1 predictions for per-class figures.
 
     `gather_for_metrics` drops the samples a distributed sampler repeats to even out the last
     batch; the count must equal the split size or the evaluation is wrong and the cell fails.
@@ -389,6 +398,8 @@ def evaluate(model, loader, acc: Accelerator, timer: StepTimer, expected: int, n
             hits = idx == targets[:, None]
             pair = correct.setdefault(name, [torch.zeros((), device=acc.device, dtype=torch.long)] * 2)
             correct[name] = [pair[0] + hits[:, 0].sum(), pair[1] + hits.any(dim=1).sum()]
+        if tally is not None:
+            tally.update(topk["main"][:, 0], targets)
         loss_sum += losses.double().sum()
         count += len(targets)
         timer.mark(len(targets), timed=index > 0)

@@ -156,6 +156,12 @@ class FFVTModel(nn.Module):
         ce = F.cross_entropy(logits.to(compute_dtype(logits)), targets, label_smoothing=self.label_smoothing)
         return method_output(logits, loss=ce, losses={"ce": ce})
 
+    @torch.no_grad()
+    def explain(self, images: torch.Tensor) -> dict:
+        """The explain hook (`methods.explain`): each MAWS layer's picks and the fused logits."""
+        fusion = self.fuse(images)
+        return {"kind": "maws", "logits": self.classify(fusion.tokens), "picks": torch.stack(fusion.picks, dim=1)}
+
 
 # ------------------------------------------------------------------------------------------- adapter
 

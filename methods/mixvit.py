@@ -227,6 +227,28 @@ class MixViT(nn.Module):
         logits = wide(self.mask(mixed))
         return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
 
+    @torch.no_grad()
+    def explain(self, images: torch.Tensor, partners: Sequence[int] | None = None) -> dict:
+        """The explain hook (`methods.explain`): training's substitution on fixed partners (image j
+        with j + 1, cyclically, unless given), what it overwrote with whose tokens, and the predictor."""
+        batch = images.shape[0]
+        if batch < 2:
+            raise ValueError("Mix-ViT mixes tokens between images: explain it on at least 2 images")
+        partners = list(partners) if partners is not None else [(j + 1) % batch for j in range(batch)]
+        x = embed_tokens(self.vit, images)
+        with AttentionCapture(self.vit.blocks) as capture:
+            hidden = self.vit.blocks[:-1](x)
+            logits = self.vit.forward_head(self.vit.norm(self.vit.blocks[-1](hidden)))
+        idx = select_tokens(patch_scores(capture.layers, capture.statistics), self.num_selected)
+        mixed, _ = substitute(hidden, idx, partners, self.index_shift, self.chained, width=self.mask.head.out_features)
+        positions = idx if self.index_shift else idx + 1
+        sources = torch.tensor(chained_sources(partners) if self.chained else partners, device=idx.device)
+        patches = self.vit.patch_embed.num_patches
+        predicted = torch.sigmoid(wide(self.mask(mixed)))[:, :patches]  # column c = patch c
+        return {"kind": "mixing", "logits": logits, "selected": idx, "positions": positions, "sources": sources,
+                "source_positions": positions[sources],
+                "predicted": predicted.reshape(batch, *self.vit.patch_embed.grid_size)}
+
 
 # ------------------------------------------------------------------------------------------ adapter
 

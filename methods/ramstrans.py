@@ -36,7 +36,7 @@ from methods.attention import AttentionCapture
 from methods.attention.fast import wide
 from methods.backbone import HEAD_INITS, BackboneConfig, create_vit
 from methods.base import MethodAdapter, method_output
-from methods.dppm import BOX_OFFSETS, grid_scores, patch_boxes, patch_boxes_reference
+from methods.dppm import BOX_OFFSETS, grid_scores, patch_boxes, patch_boxes_reference, threshold_mask
 from methods.registry import register_method
 
 __all__ = ["RAMSTrans", "RAMSTransModel", "crop_zoom", "crop_zoom_reference", "patch_boxes"]
@@ -150,6 +150,20 @@ class RAMSTransModel(nn.Module):
             local = F.cross_entropy(wide(out["local"]), targets, label_smoothing=self.label_smoothing)
             losses["ce_local"] = self.local_weight * local
         return method_output(logits, loss=sum(losses.values()), losses=losses, views=views)
+
+    @torch.no_grad()
+    def explain(self, images: torch.Tensor) -> dict:
+        """The explain hook (`methods.explain`): both passes as `scales` runs them (box, zoomed input,
+        global and local logits) and pass 1's DPPM scores and mask."""
+        out = self.scales(images, local_grad=False)
+        with AttentionCapture(self.vit.blocks) as capture:
+            self.vit.forward_features(images)
+        scores = grid_scores(capture.statistics.residual_rollout_column_mean(capture.layers),
+                             self.vit.num_prefix_tokens, self.grid)
+        views = {"global": out["global"], "local": out["local"], "sum": out["global"] + out["local"]}
+        return {"kind": "dppm", "logits": views[self.eval_logits], "scores": scores,
+                "mask": threshold_mask(scores, self.alpha), "boxes": out["boxes"], "zoomed": out["zoomed"],
+                "global": out["global"], "local": out["local"]}
 
 
 # ----------------------------------------------------------------------------------- adapter

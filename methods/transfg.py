@@ -137,6 +137,12 @@ class TransFGModel(nn.Module):
         con = contrastive_loss(features, targets, self.margin, self.divisor)
         return method_output(logits, loss=ce + con, losses={"ce": ce, "contrastive": con})
 
+    @torch.no_grad()
+    def explain(self, images: torch.Tensor) -> dict:
+        """The explain hook (`methods.explain`): the part token each head picked, and the logits."""
+        tokens, idx = self.parts(images)
+        return {"kind": "parts", "logits": self.vit.head(self.encode(tokens)), "parts": idx}
+
 
 # ---------------------------------------------------------------------------------------------- adapter
 

@@ -1,4 +1,5 @@
-"""`results/index.html` in a real browser: loads without console errors, sorts, shows table and scatter.
+"""`results/index.html` in a real browser: loads without console errors, sorts, shows table, scatter and
+the explain gallery with its images loaded.
 
 Needs Debian's `chromium`; the fixture installs it when absent and skips only where it cannot.
 """
@@ -11,7 +12,11 @@ from headless_chromium import Browser, ensure_chromium
 from PIL import Image
 from synthetic_records import mixed_matrix
 
+from bench.atomic import atomic_write_bytes
+from bench.explain import update_manifest
 from bench.report import write_report
+from bench.report.explain_plots import ExplainItem, explain_figure, png_bytes
+from methods.explain import TokenGeometry
 
 WIDTH, HEIGHT = 1400, 1800
 
@@ -24,10 +29,30 @@ def chromium():
     return binary
 
 
+def gallery(results) -> None:
+    """Explain figures of two methods on the same two images, listed as `bench.py explain` lists them."""
+    geometry = TokenGeometry(img_size=64, patch=8, stride=8, grid=(8, 8), prefix=1)
+    rng = np.random.default_rng(0)
+    entries = []
+    for order, (method, kind, sample) in enumerate([("vit", "rollout", {"heat": rng.random((8, 8))}),
+                                                     ("transfg", "parts", {"parts": np.array([1, 9, 30, 64])})]):
+        for image in (0, 5):
+            pixels = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+            item = ExplainItem(method, pixels, "class 1", "class 1" if image else "class 2", sample, geometry)
+            fig = explain_figure(kind, item)
+            file = f"explain/cotton/{method}/seed0-{method}/test{image:05d}.png"
+            atomic_write_bytes(results / file, png_bytes(fig))
+            entries.append({"dataset": "cotton", "method": method, "method_label": method, "seed": 0,
+                            "cell_id": method, "order": order, "kind": kind, "image": image, "file": file,
+                            "true": item.true, "pred": item.pred, "correct": item.correct, "width": 360})
+    update_manifest(results, entries)
+
+
 @pytest.fixture
 def page(chromium, tmp_path):
     results = tmp_path / "results"
     mixed_matrix(results)
+    gallery(results)
     write_report(results)
     browser = Browser(chromium, tmp_path / "profile", WIDTH, HEIGHT)
     try:
@@ -64,6 +89,19 @@ def test_page_loads_cleanly_and_shows_table_and_scatter(page, tmp_path):
     shot = Image.open(page.screenshot(tmp_path / "index.png"))
     assert shot.size == (WIDTH, HEIGHT)
     assert busy(shot, table) > 0.03 and busy(shot, scatter) > 0.01
+    # the gallery: same images across methods side by side, every PNG loaded (a failed load is an error above)
+    images = ("Array.from(document.querySelectorAll('#gallery img'))"
+              ".map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
+    loaded = page.evaluate(images)
+    assert len(loaded) == 4 and all(done and width > 300 for _, done, width in loaded), loaded
+    assert page.evaluate("document.querySelectorAll('#gallery tbody tr').length") == 2
+    assert page.evaluate("document.querySelector('#gallery thead').textContent").count("seed 0") == 2
+    page.evaluate("document.querySelector('#gallery').scrollIntoView()")
+    figure = rect(page, "#gallery img")
+    assert figure["width"] == 360 and 0 <= figure["y"] and figure["y"] + figure["height"] <= HEIGHT, figure
+    shot = Image.open(page.screenshot(tmp_path / "gallery.png"))
+    assert busy(shot, figure) > 0.2
+    assert page.errors() == []
 
 
 def test_table_sorts_on_header_click(page):

@@ -85,6 +85,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--log-with", default=None, metavar="T[,T...]",
                    help="experiment trackers, one run per cell: tensorboard, mlflow, wandb, aim, trackio, or all "
                         "installed; offline by default (files under the results dir)")
+    o.add_argument("--save-model", action="store_true",
+                   help="keep each finished cell's final weights (safetensors) and description under "
+                        "<results>/models/<cell_id> for `bench.py eval` and `bench.py explain`")
     o.add_argument("--dry-run", action="store_true", help="print the cells and whether they are done; run nothing")
     add_results_dir(p)
 
@@ -212,7 +215,8 @@ def run_in_process(cells, args: argparse.Namespace, paths: dict) -> int:
         style = resolve_style(args.progress)
         ctx = RunContext(acc, args.data_root, args.results_dir, workers=workers, progress=style != "none",
                          progress_style=style, data_options=paths, cache_dir=cache_dir,
-                         checkpoint_every=args.checkpoint_every, log_with=log_with)
+                         checkpoint_every=args.checkpoint_every, log_with=log_with,
+                         save_model=args.save_model)
         outcome = run_matrix(mine, ctx, rerun=args.rerun) if mine else None
         if acc.is_main_process:
             report_outcome(cells, args, outcome.statuses if outcome else {})

@@ -207,7 +207,8 @@ def _figure(svg: str | None, caption: str) -> str:
     return f"<figure>{svg}<figcaption>{escape(caption)}</figcaption></figure>" if svg else ""
 
 
-def _dataset_section(dataset: str, board: pd.DataFrame, runs: pd.DataFrame, curves: pd.DataFrame) -> str:
+def _dataset_section(dataset: str, board: pd.DataFrame, runs: pd.DataFrame, curves: pd.DataFrame,
+                     extra: str = "") -> str:
     labels = setting_labels(board)
     salt = _anchor(dataset)
     figures = "".join([
@@ -223,6 +224,7 @@ def _dataset_section(dataset: str, board: pd.DataFrame, runs: pd.DataFrame, curv
         f'<section id="{_anchor(dataset)}"><h2>{escape(dataset)}</h2>',
         _table(BOARD_HEADERS, rows),
         f'<div class="figures">{figures}</div>' if figures else "<p>No finished run to plot.</p>",
+        extra,
         f"<details><summary>Provenance of the {len(prov)} run{'s' if len(prov) != 1 else ''}</summary>",
         _table(PROVENANCE_HEADERS, prov),
         "</details></section>",
@@ -241,12 +243,26 @@ def _overview(board: pd.DataFrame) -> str:
     return "\n".join(parts)
 
 
-def render_html(board: pd.DataFrame, runs: pd.DataFrame, curves: pd.DataFrame, baseline: str | None) -> str:
-    """The whole page; a pure function of its inputs (no clock, no absolute paths)."""
+def render_html(board: pd.DataFrame, runs: pd.DataFrame, curves: pd.DataFrame, baseline: str | None,
+                differ: pd.DataFrame | None = None, confusions: pd.DataFrame | None = None,
+                gallery: str = "") -> str:
+    """The whole page; a pure function of its inputs (no clock, no absolute paths).
+
+    differ, confusions: `bench.report.classes` tables (per-class views); gallery: the explain
+    gallery's HTML (`bench.report.gallery`), placed after the datasets."""
+    from bench.report.html_classes import confusion_section, differ_section
+
     datasets = sorted(board["dataset"].dropna().unique()) if not board.empty else []
     nav = " ".join(f'<a href="#{_anchor(d)}">{escape(d)}</a>' for d in datasets)
+    nav += ' <a href="#gallery">explain gallery</a>' if gallery else ""
+
+    def extra(d: str) -> str:
+        parts = [differ_section(differ[differ["dataset"] == d]) if differ is not None else "",
+                 confusion_section(confusions[confusions["dataset"] == d]) if confusions is not None else ""]
+        return "\n".join(p for p in parts if p)
+
     sections = [_dataset_section(d, board[board["dataset"] == d], runs[runs["dataset"] == d],
-                                 curves[curves["dataset"] == d]) for d in datasets]
+                                 curves[curves["dataset"] == d], extra(d)) for d in datasets]
     baseline_note = f"Δ and P(>base): paired by seed against <b>{escape(baseline)}</b> of the same protocol; " \
                     "a verdict is given only when the 95% CI excludes 0 and P agrees." if baseline else ""
     return "\n".join([
@@ -263,6 +279,7 @@ def render_html(board: pd.DataFrame, runs: pd.DataFrame, curves: pd.DataFrame, b
         f"<nav>{nav}</nav></header>" if nav else "</header><p>No records yet: run <code>bench.py</code> first.</p>",
         _overview(board) if datasets else "",
         *sections,
+        gallery,
         f"<script>{SORT_SCRIPT}</script>",
         "</body></html>",
         "",

@@ -15,6 +15,7 @@ from bench.atomic import atomic_write_text
 from bench.errors import UsageError
 from bench.records import safe_name
 from bench.report.board import BOARD_COLUMNS, leaderboard
+from bench.report.classes import class_frame, confusion_frame, per_class_table, top_confusions, where_methods_differ
 from bench.report.latex import render_latex
 from bench.report.markdown import render_report_markdown, render_scaling_markdown
 from bench.report.paper import load_paper_results
@@ -54,18 +55,23 @@ def resolve_baseline(requested: str | None, method_labels: set[str]) -> str | No
 def write_report(results_dir: Path, baseline: str | None = DEFAULT_BASELINE, paper_path: Path | None = None,
                  with_paper: bool = True) -> tuple[pd.DataFrame, list[Path]]:
     """Rebuild every table and the HTML page from the records; returns the leaderboard and the files written."""
+    from bench.report.gallery import render_gallery
     from bench.report.html import render_html  # matplotlib: loaded only when a report is written
 
     results_dir = Path(results_dir)
     runs = runs_frame(results_dir)
     paper = load_paper_results(paper_path) if with_paper else None
     board = leaderboard(runs, baseline=baseline, paper=paper)
+    classes = class_frame(results_dir)
+    differ = where_methods_differ(classes, baseline)
+    confusions = top_confusions(confusion_frame(results_dir))
     outputs: dict[Path, str] = {
         results_dir / "runs.csv": runs.to_csv(index=False, float_format=FLOAT_FORMAT),
         results_dir / "leaderboard.csv": render_csv(board),
         results_dir / "leaderboard.md": render_report_markdown(board),
         results_dir / "leaderboard.tex": render_latex(board),
-        results_dir / "index.html": render_html(board, runs, curves_frame(results_dir), baseline),
+        results_dir / "index.html": render_html(board, runs, curves_frame(results_dir), baseline, differ, confusions,
+                                                render_gallery(results_dir)),
     }
     scaling = scaling_table(runs)
     scaling_csv = results_dir / "scaling.csv"
@@ -76,9 +82,15 @@ def write_report(results_dir: Path, baseline: str | None = DEFAULT_BASELINE, pap
         scaling_csv.unlink()
     for dataset, part in board.groupby("dataset", sort=True):
         outputs[results_dir / dataset_csv_name(dataset)] = ranked(part).to_csv(index=False, float_format=FLOAT_FORMAT)
-    for stale in sorted(results_dir.glob("leaderboard-*.csv")):
-        if stale not in outputs:
-            stale.unlink()
+    for dataset, part in per_class_table(classes).groupby("dataset", sort=True):
+        outputs[results_dir / f"per-class-{safe_name(dataset)}.csv"] = part.to_csv(index=False, float_format=FLOAT_FORMAT)
+    for dataset, part in differ.groupby("dataset", sort=True):
+        outputs[results_dir / f"where-methods-differ-{safe_name(dataset)}.csv"] = part.to_csv(
+            index=False, float_format=FLOAT_FORMAT)
+    for pattern in ("leaderboard-*.csv", "per-class-*.csv", "where-methods-differ-*.csv"):
+        for stale in sorted(results_dir.glob(pattern)):
+            if stale not in outputs:
+                stale.unlink()
     for path, text in outputs.items():
         atomic_write_text(path, text)
     return board, list(outputs)

@@ -35,13 +35,20 @@ def run(args: argparse.Namespace) -> int:
     import importlib
 
     from bench.report import resolve_baseline, runs_frame, write_report
+    from bench.report.dataversions import mixed_data_warnings
+    from bench.resume import unreadable_records
 
     if args.paper is not None and args.no_paper:
         raise UsageError("--paper and --no-paper contradict each other; give one")
     if not args.results_dir.is_dir():
         raise UsageError(f"--results-dir {args.results_dir} does not exist; expected the folder runs wrote "
                          f"their records to (default: results)")
-    labels = set(runs_frame(args.results_dir)["method_label"].dropna())
+    for path, why in unreadable_records(args.results_dir).items():
+        print(f"fgbench: warning: {path} is not a readable record ({why}); left out of the report", file=sys.stderr)
+    runs = runs_frame(args.results_dir)
+    for line in mixed_data_warnings(runs):
+        print(line, file=sys.stderr)
+    labels = set(runs["method_label"].dropna())
     baseline = resolve_baseline(args.baseline, labels)
     board, paths = write_report(args.results_dir, baseline=baseline, paper_path=args.paper,
                                 with_paper=not args.no_paper)

@@ -20,8 +20,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="tiny (CPU scale), base (ViT-B/16), base32 (ViT-B/32) or base_r50 (R50+ViT-B/16); paper recipe")
     g.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="mixed precision (default: accelerate's launch setting, else no)")
-    g.add_argument("--rerun", choices=("none", "failed", "all"), default="none",
-                   help="re-run cells that already have a record: none (resume), failed, all")
+    g.add_argument("--rerun", choices=("none", "failed", "stale", "all"), default="none",
+                   help="re-run cells that already have a record: none (resume; records made from other data or "
+                        "weights are always re-run), failed (also the not-ok ones), stale (only those made from "
+                        "other data or weights), all")
     s = p.add_argument_group("scale out")
     s.add_argument("--strategy", default=None,
                    help="comma list of ddp, zero1, zero2, zero3 (DeepSpeed ZeRO stages); default ddp")
@@ -202,21 +204,24 @@ def run_pool(cells, args: argparse.Namespace, paths: dict) -> int:
     import torch
 
     from bench import records
-    from bench.matrix import pending_cells
     from bench.pool import CellPool, device_slots
+    from bench.resume import plan_resume
     from bench.signals import StopRequest
 
     from bench.driver import check_matrix_data, materialize_all
 
     materialize_all(cells, args.data_root)  # the driver checks the data once, before any worker starts
-    check_matrix_data(cells, args.data_root, paths)
+    fingerprints = check_matrix_data(cells, args.data_root, paths)
     widest = max(c.world_size for c in cells)
     if args.parallel == "cells":
         slots, at_once = device_slots(torch.cuda.device_count(), args.slots or 1), None
     else:  # cells that need a process group of their own, one at a time
         slots, at_once = device_slots(torch.cuda.device_count(), widest), 1
     records.remove_stale_temporaries(args.results_dir)
-    todo, _ = pending_cells(cells, args.results_dir, args.rerun)
+    plan = plan_resume(cells, args.results_dir, args.rerun, fingerprints)
+    for line in plan.notes(cells):
+        print(line, file=sys.stderr)
+    todo = plan.todo
     skipped = len(cells) - len(todo)
     if skipped:
         print(f"fgbench: {skipped} of {len(cells)} cells already have a finished record (resume)")
@@ -267,13 +272,16 @@ def report_outcome(cells, args: argparse.Namespace, statuses: dict[str, str]) ->
 
 def dry_run(cells, args: argparse.Namespace) -> int:
     from bench.driver import RANDOM_INIT_WARNING
-    from bench.matrix import pending_cells
+    from bench.resume import open_fingerprints, plan_resume
 
-    todo, _ = pending_cells(cells, args.results_dir, args.rerun)
-    pending = {c.cell_id for c in todo}
+    plan = plan_resume(cells, args.results_dir, args.rerun, open_fingerprints(cells, args.data_root, data_options(args)))
+    for line in plan.notes(cells, action="a run would redo it"):
+        print(line, file=sys.stderr)
+    pending = {c.cell_id for c in plan.todo}
     for c in cells:
         r = c.recipe
-        print(f"{c.cell_id}  {'pending' if c.cell_id in pending else 'done   '}  {c.describe()}  "
+        state = "stale  " if c.cell_id in plan.stale else "pending" if c.cell_id in pending else "done   "
+        print(f"{c.cell_id}  {state}  {c.describe()}  "
               f"{c.strategy} x{c.world_size}  img {r.img_size}/{r.resize_size}  steps {r.steps}  "
               f"lr {r.lr:g} ({c.recipe_sources['lr']})  batch {r.batch_size}x{c.world_size}x{r.grad_accum}")
     if any(c.backbone.pretrained is None for c in cells):

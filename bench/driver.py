@@ -20,6 +20,7 @@ from accelerate.utils import broadcast_object_list
 from tqdm.auto import tqdm
 
 from bench import records
+from bench.claims import CellClaims
 from bench.data import get_card, materialize
 from bench.data.checks import check_dataset
 from bench.data.valsplit import choose_val
@@ -145,12 +146,23 @@ def run_matrix(cells: list[Cell], ctx: RunContext, rerun: str = "none") -> Matri
     stopped = None
     bar = tqdm(todo, desc="cells", unit="cell", dynamic_ncols=True, disable=not (ctx.progress and acc.is_main_process),
                file=sys.stderr)
+    claims = CellClaims(ctx.results_dir, rerun, fingerprints)
     try:
         for index, cell in enumerate(bar):
+            skip = [claims.take(cell) if acc.is_main_process else None]
+            broadcast_object_list(skip)  # the main process holds the claim; every rank follows its verdict
+            if skip[0]:
+                if acc.is_main_process:
+                    bar.write(skip[0])
+                continue
             if not ctx.progress:
                 say(f"fgbench: cell {index + 1}/{len(todo)}: {cell.describe()} [{cell.cell_id}]")
             bar.set_postfix_str(cell.describe())
-            record = run_cell(cell, ctx)
+            try:
+                record = run_cell(cell, ctx)
+            finally:
+                if acc.is_main_process:
+                    claims.release(cell)
             if record["status"] != "ok":
                 bar.write(f"fgbench: {cell.describe()} {record['status']}: {record['error']}")
             if record["status"] == "interrupted" or ctx.stop.requested:

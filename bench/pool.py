@@ -21,6 +21,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from bench import records
+from bench.claims import CellClaims
+from bench.lifeline import driver_env, parent_death_hook
 from bench.matrix import Cell
 from bench.ports import free_port
 from bench.signals import StopRequest
@@ -96,7 +98,8 @@ def crash_record(cell: Cell, results_dir: Path, returncode: int, log: Path) -> d
 
 class CellPool:
     def __init__(self, cells: list[Cell], base_argv: list[str], results_dir: Path, slots: list[str],
-                 progress: bool = True, stop: StopRequest | None = None, max_running: int | None = None):
+                 progress: bool = True, stop: StopRequest | None = None, max_running: int | None = None,
+                 claims: CellClaims | None = None):
         too_big = [c for c in cells if c.world_size > len(slots)]
         if too_big:
             from bench.errors import UsageError
@@ -113,6 +116,7 @@ class CellPool:
         self.max_running = max_running or len(slots)
         self.logs = self.results_dir / "logs"
         self.cpu_threads = max(1, (os.cpu_count() or 1) // len(slots))  # one process per slot
+        self.claims = claims  # one trainer per cell across commands sharing the results folder
 
     def _start(self, cell: Cell) -> None:
         devices, self.free = self.free[: cell.world_size], self.free[cell.world_size :]
@@ -120,8 +124,10 @@ class CellPool:
         self.logs.mkdir(parents=True, exist_ok=True)
         log = self.logs / f"{cell.cell_id}.log"
         handle = open(log, "ab")
-        process = subprocess.Popen(worker_command(cell, self.base_argv, port), env=worker_env(devices, port, self.cpu_threads),
-                                   stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+        env = {**worker_env(devices, port, self.cpu_threads), **driver_env(),
+               **(self.claims.worker_env() if self.claims else {})}
+        process = subprocess.Popen(worker_command(cell, self.base_argv, port), env=env, stdout=handle,
+                                   stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=parent_death_hook())
         handle.close()
         self.running.append(Worker(cell, devices, process, log, time.time_ns()))
 
@@ -134,6 +140,8 @@ class CellPool:
         if not fresh:
             record = crash_record(worker.cell, self.results_dir, worker.process.returncode, worker.log)
             records.write_record(path, record)
+        if self.claims:
+            self.claims.release(worker.cell)
         return record["status"]
 
     def _signal_workers(self, signum: int) -> None:
@@ -159,6 +167,11 @@ class CellPool:
                     if fitting is None:
                         break
                     self.queue.remove(fitting)
+                    skip = self.claims.take(fitting) if self.claims else None
+                    if skip:
+                        bar.write(skip)
+                        bar.update(1)
+                        continue
                     self._start(fitting)
                 for worker in [w for w in self.running if w.process.poll() is not None]:
                     status = self._finish(worker)

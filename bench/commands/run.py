@@ -146,8 +146,11 @@ def select_cells(args: argparse.Namespace, cells):
 
 def run(args: argparse.Namespace) -> int:
     from bench.driver import launched_world_size
+    from bench.lifeline import watch_driver
     from bench.matrix import build_cells
     from bench.strategy import process_key
+
+    watch_driver()  # a --parallel cells worker: end with the driver that started it
 
     for name in ("workers", "checkpoint_every", "slots"):
         value = getattr(args, name)
@@ -204,6 +207,7 @@ def run_pool(cells, args: argparse.Namespace, paths: dict) -> int:
     import torch
 
     from bench import records
+    from bench.claims import CellClaims
     from bench.pool import CellPool, device_slots
     from bench.resume import plan_resume
     from bench.signals import StopRequest
@@ -228,7 +232,7 @@ def run_pool(cells, args: argparse.Namespace, paths: dict) -> int:
     stop = StopRequest().install()
     try:
         pool = CellPool(todo, _worker_argv(args.raw_argv), args.results_dir, slots, progress=not args.no_progress,
-                        stop=stop, max_running=at_once)
+                        stop=stop, max_running=at_once, claims=CellClaims(args.results_dir, args.rerun, fingerprints))
         pool.run()
     finally:
         stop.uninstall()

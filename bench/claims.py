@@ -183,7 +183,11 @@ class CellClaims:
 
         if self.handed is not None:  # the driver took the claim and checked the record
             return None
-        holder = acquire(self.results_dir, cell.cell_id, self.owner)
+        try:
+            holder = acquire(self.results_dir, cell.cell_id, self.owner)
+        except OSError as exc:  # e.g. a full disk
+            return (f"fgbench: {cell.describe()} [{cell.cell_id}]: cannot write its claim file "
+                    f"{claim_path(self.results_dir, cell.cell_id)} ({exc.strerror or exc}); skipped")
         if holder is not None:
             return f"fgbench: {cell.describe()} [{cell.cell_id}] is being trained by {holder.describe()}; skipped here"
         path = cell.record_path(self.results_dir)

@@ -139,7 +139,10 @@ class CellPool:
         fresh = record is not None and path.stat().st_mtime_ns >= worker.started_ns
         if not fresh:
             record = crash_record(worker.cell, self.results_dir, worker.process.returncode, worker.log)
-            records.write_record(path, record)
+            try:
+                records.write_record(path, record)
+            except OSError as exc:  # e.g. a full disk: say so, keep going (the write left no partial file)
+                print(f"fgbench: cannot write the record {path} ({exc.strerror or exc})", file=sys.stderr)
         if self.claims:
             self.claims.release(worker.cell)
         return record["status"]

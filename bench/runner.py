@@ -141,9 +141,15 @@ def run_cell(cell: Cell, ctx: RunContext) -> dict[str, Any]:
             torch.cuda.empty_cache()
     record["time"].update(end_utc=utc_now(), wall_s=time.perf_counter() - started)
     if acc.is_main_process:
-        records.write_record(cell.record_path(ctx.results_dir), record)
-        if record["status"] in records.FINISHED:  # only an interrupted cell resumes from its checkpoint
-            checkpoint.remove(checkpoint.checkpoint_dir(ctx.results_dir, cell.cell_id))
+        try:
+            records.write_record(cell.record_path(ctx.results_dir), record)
+        except OSError as exc:  # e.g. a full disk: the cell is lost, not the matrix (atomic: no partial file)
+            record.update(status="failed", error=one_line(f"{type(exc).__name__}: {exc}"))
+            acc.print(f"fgbench: {cell.describe()}: cannot write its record {cell.record_path(ctx.results_dir)} "
+                      f"({exc.strerror or exc}); the cell counts as failed")
+        else:
+            if record["status"] in records.FINISHED:  # only an interrupted cell resumes from its checkpoint
+                checkpoint.remove(checkpoint.checkpoint_dir(ctx.results_dir, cell.cell_id))
     acc.wait_for_everyone()
     return record
 

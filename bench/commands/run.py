@@ -170,12 +170,26 @@ def run(args: argparse.Namespace) -> int:
     paths = data_options(args)
     if args.dry_run:
         return dry_run(cells, args)
+    check_run_outputs(args)
 
     in_process = launched is not None or args.parallel == "data" or (
         args.parallel is None and all(c.world_size == 1 for c in cells) and len({process_key(c) for c in cells}) <= 1)
     if not in_process:
         return run_pool(cells, args, paths)
     return run_in_process(cells, args, paths)
+
+
+def check_run_outputs(args: argparse.Namespace) -> None:
+    """Every folder a run writes to, checked before any data is read or model built (see bench.outputs)."""
+    from bench.data.cache import default_cache_dir
+    from bench.outputs import check_output_dirs
+
+    results = args.results_dir
+    check_output_dirs([
+        ("--results-dir", results), ("--results-dir", results / "runs"), ("--results-dir", results / "checkpoints"),
+        ("--results-dir", results / "logs"), ("--results-dir", results / "claims"),
+        ("--cache-dir", None if args.no_cache else (args.cache_dir or default_cache_dir())),
+    ])
 
 
 def run_in_process(cells, args: argparse.Namespace, paths: dict) -> int:

@@ -57,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = parse_args(argv)
+        from bench.data.cards import use_card_files
+
+        use_card_files(getattr(args, "card", None) or [])  # --card FILE: the user's own datasets
         return command_module(args.command).run(args)
     except UsageError as exc:
         print(f"bench.py: error: {one_line(str(exc))}", file=sys.stderr)

@@ -36,7 +36,7 @@ from bench.matrix import Cell
 from bench.meters import PeakMemory, StepTimer
 from bench.oom import fit_batch, is_oom
 from bench.optim import build_optimizer
-from bench.schedule import build_scheduler
+from bench.schedule import build_scheduler, fast_forward
 from bench.signals import Interrupted, StopRequest
 from bench.strategy import input_dtype, is_deepspeed
 from methods import get_method
@@ -223,8 +223,7 @@ def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
     start_step, curve, val_curve, last_losses = 0, [], [], {}
     if saved is not None:
         checkpoint.restore(acc, ckpt_dir)  # model, optimizer and RNG states
-        for _ in range(saved["step"]):
-            scheduler.step()  # the schedule is a function of the step
+        fast_forward(scheduler, saved["step"])  # the schedule is a function of the step
         batches.load_state_dict(saved["stream"])
         start_step, curve, val_curve, last_losses = saved["step"], saved["curve"], saved["val_curve"], saved["last_losses"]
 

@@ -284,8 +284,14 @@ def report_outcome(cells, args: argparse.Namespace, statuses: dict[str, str]) ->
     print(summary_table(cells, args.results_dir))
     not_ok = [s for s in statuses.values() if s != "ok"]
     if not_ok:
-        print(f"fgbench: {len(not_ok)} of {len(cells)} cells not ok ({', '.join(sorted(set(not_ok)))}); "
-              f"see the records under {args.results_dir}/runs; --rerun failed retries them", file=sys.stderr)
+        kinds = set(not_ok)
+        what = []
+        if kinds & {"interrupted", "missing"}:
+            what.append("running the same command again resumes interrupted cells and runs missing ones")
+        if kinds - {"interrupted", "missing"}:
+            what.append("--rerun failed retries the failed ones")
+        print(f"fgbench: {len(not_ok)} of {len(cells)} cells not ok ({', '.join(sorted(kinds))}); see the records "
+              f"under {args.results_dir}/runs; {'; '.join(what)}", file=sys.stderr)
 
 
 def dry_run(cells, args: argparse.Namespace) -> int:

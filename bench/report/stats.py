@@ -19,7 +19,7 @@ from scipy import stats
 CONFIDENCE = 0.95
 IMPROVEMENT_THRESHOLD = 0.75  # P(A > B) a verdict needs, besides a CI that excludes 0
 CV_FLAG = 0.05  # speed/memory spread over runs above this is flagged as noisy
-MIN_SEEDS_FOR_INTERVAL = 3  # with 2 seeds a t-interval has 1 degree of freedom: 12.7 sd wide, uninformative
+MIN_SEEDS_FOR_INTERVAL = 3  # 2 seeds: 1 degree of freedom, a half-width of 12.7 standard errors
 ACCURACY_BOUNDS = (0.0, 100.0)
 NAN = float("nan")
 

@@ -183,6 +183,7 @@ class CellClaims:
 
         if self.handed is not None:  # the driver took the claim and checked the record
             return None
+        self.owner = Holder.this_process()  # same process, the time of this claim
         try:
             holder = acquire(self.results_dir, cell.cell_id, self.owner)
         except OSError as exc:  # e.g. a full disk

@@ -220,6 +220,9 @@ def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
     saved = checkpoint.load_progress(ckpt_dir, cell.cell_id)
     if saved is not None and saved.get("per_device_batch") != recipe.batch_size:
         saved = None  # the batch had to change (another device): the data position no longer applies
+    if saved is not None and saved.get("split_hashes", data.hashes()) != data.hashes():
+        acc.print(f"fgbench: {cell.describe()}: its checkpoint was made from other split lists; starting afresh")
+        saved = None
     start_step, curve, val_curve, last_losses = 0, [], [], {}
     if saved is not None:
         checkpoint.restore(acc, ckpt_dir)  # model, optimizer and RNG states
@@ -231,6 +234,7 @@ def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
         return checkpoint.save(acc, ckpt_dir, {
             "cell_id": cell.cell_id, "step": step, "stream": batches.state_dict(), "curve": curve,
             "val_curve": val_curve, "last_losses": last_losses, "per_device_batch": recipe.batch_size,
+            "split_hashes": data.hashes(),
         })
 
     step_samples = recipe.batch_size * acc.num_processes * recipe.grad_accum

@@ -54,15 +54,15 @@ def data_fingerprints(datasets: Mapping[str, Any]) -> dict[str, dict[str, str]]:
 def open_fingerprints(cells: list[Cell], data_root: Path, data_options: Mapping[str, dict]) -> dict[str, dict[str, str]]:
     """The split hashes of each dataset of the matrix that can be opened now (list files only, no images)."""
     from bench.data import get_card, open_dataset
-    from bench.errors import DatasetError
+    from bench.errors import UsageError
 
     out: dict[str, dict[str, str]] = {}
     for name in dict.fromkeys(c.dataset for c in cells):
         card = get_card(name)
         try:
             out[name] = open_dataset(card, data_root, data_options.get(card.name)).hashes()
-        except DatasetError:
-            continue  # not on disk (yet): nothing to compare against
+        except UsageError:
+            continue  # not on disk (yet), or the demo not generated: nothing to compare against
     return out
 
 

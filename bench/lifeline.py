@@ -32,13 +32,13 @@ def parent_death_hook() -> Callable[[], None] | None:
     """A `preexec_fn` that makes the child receive SIGKILL when the driver dies (Linux; None elsewhere)."""
     if not sys.platform.startswith("linux"):
         return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the child between fork and exec only calls
     parent = os.getpid()
 
     def hook() -> None:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
         if os.getppid() != parent:  # the driver died before the signal was armed
             os._exit(1)
 

@@ -51,7 +51,8 @@ def data_fingerprints(datasets: Mapping[str, Any]) -> dict[str, dict[str, str]]:
     return {name: data.hashes() for name, data in datasets.items() if data is not None}
 
 
-def open_fingerprints(cells: list[Cell], data_root: Path, data_options: Mapping[str, dict]) -> dict[str, dict[str, str]]:
+def open_fingerprints(cells: list[Cell], data_root: Path,
+                      data_options: Mapping[str, dict]) -> dict[str, dict[str, str]]:
     """The split hashes of each dataset of the matrix that can be opened now (list files only, no images)."""
     from bench.data import get_card, open_dataset
     from bench.errors import UsageError

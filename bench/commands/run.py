@@ -298,7 +298,8 @@ def dry_run(cells, args: argparse.Namespace) -> int:
     from bench.driver import RANDOM_INIT_WARNING
     from bench.resume import open_fingerprints, plan_resume
 
-    plan = plan_resume(cells, args.results_dir, args.rerun, open_fingerprints(cells, args.data_root, data_options(args)))
+    fingerprints = open_fingerprints(cells, args.data_root, data_options(args))
+    plan = plan_resume(cells, args.results_dir, args.rerun, fingerprints)
     for line in plan.notes(cells, action="a run would redo it"):
         print(line, file=sys.stderr)
     pending = {c.cell_id for c in plan.todo}

@@ -106,7 +106,8 @@ def _load_card(path: Path) -> DatasetCard:
         try:
             classes = int(raw["num_classes"])
         except (TypeError, ValueError):
-            raise UsageError(f"dataset card {path}: num_classes must be an integer, got {raw['num_classes']!r}") from None
+            raise UsageError(f"dataset card {path}: num_classes must be an integer, "
+                             f"got {raw['num_classes']!r}") from None
         if classes < 2:
             raise UsageError(f"dataset card {path}: num_classes is {classes}; a classification benchmark needs at "
                              f"least two classes")

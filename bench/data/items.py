@@ -71,7 +71,8 @@ class Split:
 
             where = self.path(index) if self.has_files else f"{self.items[index][0]} ({self.source or self.name})"
             raise DatasetError(f"cannot decode image {where} of the {self.name} split ({type(exc).__name__}: "
-                               f"{' '.join(str(exc).split())[:120]}); `bench.py data` lists every unreadable image") from exc
+                               f"{' '.join(str(exc).split())[:120]}); `bench.py data` lists every unreadable "
+                               f"image") from exc
 
     def content_hash(self) -> str:
         return hash_items(self.items)

@@ -150,6 +150,14 @@ def acquire(results_dir: Path, cell_id: str, owner: Holder) -> Holder | None:
     return _read(path) or Holder("?", 0, None, "a moment ago")
 
 
+def live_holder(results_dir: Path, cell_id: str) -> Holder | None:
+    """The process (other than this one) that holds the cell's claim and may still be training it."""
+    holder = _read(claim_path(results_dir, cell_id))
+    if holder is None or holder.gone() or holder.same_process(Holder.this_process()):
+        return None
+    return holder
+
+
 def release(results_dir: Path, cell_id: str, owner: Holder) -> None:
     """Remove the claim if it is still `owner`'s."""
     path = claim_path(results_dir, cell_id)

@@ -279,16 +279,21 @@ def _worker_argv(argv: list[str]) -> list[str]:
 
 
 def report_outcome(cells, args: argparse.Namespace, statuses: dict[str, str]) -> None:
+    from bench.claims import live_holder
     from bench.driver import summary_table
 
     print(summary_table(cells, args.results_dir))
-    not_ok = [s for s in statuses.values() if s != "ok"]
+    elsewhere = "training in another command"
+    not_ok = [elsewhere if s == "missing" and live_holder(args.results_dir, cid) else s
+              for cid, s in statuses.items() if s != "ok"]
     if not_ok:
         kinds = set(not_ok)
         what = []
         if kinds & {"interrupted", "missing"}:
             what.append("running the same command again resumes interrupted cells and runs missing ones")
-        if kinds - {"interrupted", "missing"}:
+        if elsewhere in kinds:
+            what.append("a cell training in another command gets its record when that command finishes it")
+        if kinds - {"interrupted", "missing", elsewhere}:
             what.append("--rerun failed retries the failed ones")
         print(f"fgbench: {len(not_ok)} of {len(cells)} cells not ok ({', '.join(sorted(kinds))}); see the records "
               f"under {args.results_dir}/runs; {'; '.join(what)}", file=sys.stderr)

@@ -93,7 +93,7 @@ def unreadable_reason(path: Path) -> str | None:
     """What is wrong with an existing record file that `records.read_record` refuses, or None if it is fine/absent."""
     try:
         text = Path(path).read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:
         return f"cannot be read: {exc.strerror or exc}"

@@ -49,7 +49,7 @@ def _bench(args: list[str], **kwargs) -> subprocess.Popen:
 
 
 def test_two_concurrent_identical_commands_train_each_cell_once(fast_run_args, tmp_path):
-    args = [*fast_run_args, "--seeds", "0,1", "--steps", "12", "--eval-every", "12"]
+    args = [*fast_run_args, "--seeds", "0,1"]
     first, second = _bench(args), _bench(args)
     outputs = [p.communicate(timeout=600)[0] for p in (first, second)]
     assert {first.returncode, second.returncode} <= {0, 1}, outputs

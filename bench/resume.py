@@ -25,8 +25,6 @@ from typing import Any, Mapping
 from bench import records
 from bench.matrix import Cell
 
-RERUN_MODES = ("none", "failed", "stale", "all")
-
 
 @dataclass
 class ResumePlan:
@@ -35,14 +33,16 @@ class ResumePlan:
     stale: dict[str, str] = field(default_factory=dict)  # cell_id -> why its finished record is out of date
     unreadable: dict[str, str] = field(default_factory=dict)  # record path -> what is wrong with it
 
-    def notes(self, cells: list[Cell], action: str = "re-running it") -> list[str]:
+    def notes(self, cells: list[Cell], dry_run: bool = False) -> list[str]:
         """One line per stale cell and per unreadable record, for the user."""
         by_id = {c.cell_id: c for c in cells}
-        lines = [f"fgbench: warning: {path} is not a readable record ({why}); {action} "
-                 f"overwrites it" for path, why in self.unreadable.items()]
+        overwrite, redo = ("a run would overwrite it", "a run would redo it") if dry_run else \
+            ("its cell runs again and overwrites it", "re-running it")
+        lines = [f"fgbench: warning: {path} is not a readable record ({why}); {overwrite}"
+                 for path, why in self.unreadable.items()]
         for cell_id, why in self.stale.items():
             lines.append(f"fgbench: {by_id[cell_id].describe()} [{cell_id}]: the finished record was made from "
-                         f"{why}; {action}")
+                         f"{why}; {redo}")
         return lines
 
 

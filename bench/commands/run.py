@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="tiny (CPU scale), base (ViT-B/16), base32 (ViT-B/32) or base_r50 (R50+ViT-B/16); paper recipe")
     g.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="mixed precision (default: accelerate's launch setting, else no)")
-    g.add_argument("--rerun", choices=("none", "failed", "stale", "all"), default="none",
+    g.add_argument("--rerun", choices=("none", "failed", "stale", "all"), default="none",  # see bench/resume.py
                    help="re-run cells that already have a record: none (resume; records made from other data or "
                         "weights are always re-run), failed (also the not-ok ones), stale (only those made from "
                         "other data or weights), all")
@@ -305,7 +305,7 @@ def dry_run(cells, args: argparse.Namespace) -> int:
 
     fingerprints = open_fingerprints(cells, args.data_root, data_options(args))
     plan = plan_resume(cells, args.results_dir, args.rerun, fingerprints)
-    for line in plan.notes(cells, action="a run would redo it"):
+    for line in plan.notes(cells, dry_run=True):
         print(line, file=sys.stderr)
     pending = {c.cell_id for c in plan.todo}
     for c in cells:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Sequence
 
@@ -38,8 +39,16 @@ def command_module(name: str):
     return importlib.import_module(f"bench.commands.{name}")
 
 
+def prog_name() -> str:
+    """`fgbench` when started as the installed console script, else `bench.py`."""
+    return "fgbench" if os.path.basename(sys.argv[0] or "") == "fgbench" else "bench.py"
+
+
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="bench.py", description="fgbench: fine-grained ViT methods, benchmarked honestly.")
+    from bench import __version__
+
+    parser = ArgumentParser(prog=prog_name(), description="fgbench: fine-grained ViT methods, benchmarked honestly.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", parser_class=ArgumentParser)
     for name, help_text in COMMANDS.items():
         command_module(name).add_arguments(sub.add_parser(name, help=help_text, description=help_text))
@@ -48,7 +57,7 @@ def build_parser() -> ArgumentParser:
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     argv = list(argv)
-    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version")):
         argv = ["run", *argv]
     args = build_parser().parse_args(argv)
     args.raw_argv = argv[1:]  # the subcommand's own flags, for re-launching workers with them
@@ -59,10 +68,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = parse_args(argv)
+        from bench.data.cards import use_card_files
+
+        use_card_files(getattr(args, "card", None) or [])  # --card FILE: the user's own datasets
         return command_module(args.command).run(args)
     except UsageError as exc:
-        print(f"bench.py: error: {one_line(str(exc))}", file=sys.stderr)
+        print(f"{prog_name()}: error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_status
     except KeyboardInterrupt:
-        print("bench.py: interrupted", file=sys.stderr)
+        print(f"{prog_name()}: interrupted", file=sys.stderr)
         return 130

@@ -19,12 +19,14 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
 from bench import records
+from bench.claims import CellClaims
 from bench.data import get_card, materialize
 from bench.data.checks import check_dataset
 from bench.data.valsplit import choose_val
 from bench.errors import UsageError
-from bench.matrix import Cell, pending_cells
+from bench.matrix import Cell
 from bench.progress import CellProgress
+from bench.resume import data_fingerprints, plan_resume
 from bench.report import leaderboard, render_markdown, resolve_baseline, runs_frame
 from bench.runner import RunContext, run_cell
 from bench.strategy import deepspeed_config, is_deepspeed, make_accelerator, process_key
@@ -61,7 +63,7 @@ class MatrixOutcome:
         return 0 if all(s == "ok" for s in self.statuses.values()) else 1
 
 
-def check_matrix_data(cells: list[Cell], data_root: Path, data_options: dict, warn=print) -> None:
+def check_matrix_data(cells: list[Cell], data_root: Path, data_options: dict, warn=print) -> dict[str, dict[str, str]]:
     """Check every dataset and pretrained checkpoint of the matrix before the first cell: bad data or
     a checkpoint that does not fit the backbone fails in seconds (exit 2), not once per cell.
 
@@ -69,7 +71,7 @@ def check_matrix_data(cells: list[Cell], data_root: Path, data_options: dict, wa
     in range, every listed file exists, the train split covers the classes; then each cell's
     validation split can be made and its train split still fills a global batch. Generated
     datasets (the demo) must already be materialised. Only when all is well does it say what each
-    backbone starts from.
+    backbone starts from. Returns each dataset's split hashes (what resume compares records with).
     """
     seen: dict[str, object] = {}
     starts: dict[BackboneConfig, LoadReport | None] = {}
@@ -95,6 +97,7 @@ def check_matrix_data(cells: list[Cell], data_root: Path, data_options: dict, wa
         warn(f"fgbench: {summary}")
     if any(report is None for report in starts.values()):
         warn(RANDOM_INIT_WARNING, file=sys.stderr)
+    return data_fingerprints(seen)
 
 
 def materialize_all(cells: list[Cell], data_root: Path) -> None:
@@ -102,13 +105,13 @@ def materialize_all(cells: list[Cell], data_root: Path) -> None:
         materialize(get_card(name), data_root)
 
 
-def preflight(cells: list[Cell], ctx: RunContext) -> None:
+def preflight(cells: list[Cell], ctx: RunContext) -> dict[str, dict[str, str]]:
     """The main process generates what must be generated; then every rank checks the data."""
     acc = ctx.accelerator
     if acc.is_main_process:
         materialize_all(cells, ctx.data_root)
     acc.wait_for_everyone()
-    check_matrix_data(cells, ctx.data_root, ctx.data_options, warn=acc.print)
+    return check_matrix_data(cells, ctx.data_root, ctx.data_options, warn=acc.print)
 
 
 def split_by_process(cells: list[Cell], acc: Accelerator) -> tuple[list[Cell], list[Cell]]:
@@ -124,27 +127,39 @@ def split_by_process(cells: list[Cell], acc: Accelerator) -> tuple[list[Cell], l
 def run_matrix(cells: list[Cell], ctx: RunContext, rerun: str = "none") -> MatrixOutcome:
     acc = ctx.accelerator
     say = acc.print
-    preflight(cells, ctx)
+    fingerprints = preflight(cells, ctx)
     decision = [None]
     if acc.is_main_process:
         records.remove_stale_temporaries(ctx.results_dir)
-        todo, _ = pending_cells(cells, ctx.results_dir, rerun)
-        decision = [[c.cell_id for c in todo]]
+        plan = plan_resume(cells, ctx.results_dir, rerun, fingerprints)
+        for line in plan.notes(cells):
+            say(line)
+        decision = [[c.cell_id for c in plan.todo]]
     broadcast_object_list(decision)
     todo_ids = set(decision[0])
     todo = [c for c in cells if c.cell_id in todo_ids]
     skipped = len(cells) - len(todo)
     if skipped:
         say(f"fgbench: {skipped} of {len(cells)} cells already have a finished record (resume)"
-            + ("; --rerun failed|all to redo them" if rerun != "all" else ""))
+            + ("; --rerun failed|all to redo them" if rerun not in ("all", "stale") else ""))
     ctx.stop.install()
     stopped = None
     style = ctx.progress_style if ctx.progress else "none"
     bar = CellProgress(style, len(todo), shown=acc.is_main_process, write=say)
+    claims = CellClaims(ctx.results_dir, rerun, fingerprints)
     try:
         for cell in todo:
+            skip = [claims.take(cell) if acc.is_main_process else None]
+            broadcast_object_list(skip)  # the main process holds the claim; every rank follows its verdict
+            if skip[0]:
+                bar.skipped(skip[0])
+                continue
             bar.start(cell)
-            record = run_cell(cell, ctx)
+            try:
+                record = run_cell(cell, ctx)
+            finally:
+                if acc.is_main_process:
+                    claims.release(cell)
             bar.finish(cell, record)
             if record["status"] == "interrupted" or ctx.stop.requested:
                 stopped = ctx.stop.signum

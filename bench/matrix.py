@@ -210,22 +210,16 @@ def check_option_overrides(method_specs, overrides: Mapping[str, Any]) -> None:
             raise UsageError(f"--opt {key}: no selected method has this option (use `bench.py list` to see options)")
 
 
-def pending_cells(cells: list[Cell], results_dir: Path, rerun: str) -> tuple[list[Cell], dict[str, dict]]:
+def pending_cells(cells: list[Cell], results_dir: Path, rerun: str,
+                  fingerprints: Mapping[str, Mapping[str, str]] | None = None) -> tuple[list[Cell], dict[str, dict]]:
     """Cells still to run, and the existing records of the ones skipped (resume).
 
-    rerun: "none" keeps every finished record; "failed" re-runs cells whose record is not ok;
-    "all" re-runs everything. An interrupted cell is never finished: it resumes from its checkpoint.
+    rerun: "none" keeps every finished record made from the same data and weights; "failed" also
+    re-runs cells whose record is not ok; "stale" re-runs only records made from other data; "all"
+    re-runs everything. An interrupted cell is never finished: it resumes from its checkpoint.
+    `fingerprints` (dataset -> split hashes) is what this run would read; see `bench.resume`.
     """
-    todo: list[Cell] = []
-    done: dict[str, dict] = {}
-    for cell in cells:
-        record = records.read_record(cell.record_path(results_dir))
-        if record is None or record.get("cell_id") != cell.cell_id or rerun == "all":
-            todo.append(cell)
-        elif record["status"] not in records.FINISHED:
-            todo.append(cell)
-        elif rerun == "failed" and record["status"] != "ok":
-            todo.append(cell)
-        else:
-            done[cell.cell_id] = record
-    return todo, done
+    from bench.resume import plan_resume
+
+    plan = plan_resume(cells, results_dir, rerun, fingerprints)
+    return plan.todo, plan.done

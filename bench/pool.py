@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import records
+from bench.claims import CellClaims
+from bench.lifeline import driver_env, parent_death_hook
 from bench.matrix import Cell
 from bench.ports import free_port
 from bench.progress import CellProgress
@@ -96,7 +98,7 @@ def crash_record(cell: Cell, results_dir: Path, returncode: int, log: Path) -> d
 class CellPool:
     def __init__(self, cells: list[Cell], base_argv: list[str], results_dir: Path, slots: list[str],
                  progress: bool = True, stop: StopRequest | None = None, max_running: int | None = None,
-                 progress_style: str = "bar"):
+                 progress_style: str = "bar", claims: CellClaims | None = None):
         too_big = [c for c in cells if c.world_size > len(slots)]
         if too_big:
             from bench.errors import UsageError
@@ -113,6 +115,7 @@ class CellPool:
         self.max_running = max_running or len(slots)
         self.logs = self.results_dir / "logs"
         self.cpu_threads = max(1, (os.cpu_count() or 1) // len(slots))  # one process per slot
+        self.claims = claims  # one trainer per cell across commands sharing the results folder
 
     def _start(self, cell: Cell) -> None:
         devices, self.free = self.free[: cell.world_size], self.free[cell.world_size :]
@@ -120,8 +123,10 @@ class CellPool:
         self.logs.mkdir(parents=True, exist_ok=True)
         log = self.logs / f"{cell.cell_id}.log"
         handle = open(log, "ab")
-        process = subprocess.Popen(worker_command(cell, self.base_argv, port), env=worker_env(devices, port, self.cpu_threads),
-                                   stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+        env = {**worker_env(devices, port, self.cpu_threads), **driver_env(),
+               **(self.claims.worker_env() if self.claims else {})}
+        process = subprocess.Popen(worker_command(cell, self.base_argv, port), env=env, stdout=handle,
+                                   stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=parent_death_hook())
         handle.close()
         self.running.append(Worker(cell, devices, process, log, time.time_ns()))
         self.bar.start(cell)
@@ -134,7 +139,12 @@ class CellPool:
         fresh = record is not None and path.stat().st_mtime_ns >= worker.started_ns
         if not fresh:
             record = crash_record(worker.cell, self.results_dir, worker.process.returncode, worker.log)
-            records.write_record(path, record)
+            try:
+                records.write_record(path, record)
+            except OSError as exc:  # e.g. a full disk: say so, keep going (the write left no partial file)
+                print(f"fgbench: cannot write the record {path} ({exc.strerror or exc})", file=sys.stderr)
+        if self.claims:
+            self.claims.release(worker.cell)
         self.bar.finish(worker.cell, record, where=f" (log: {worker.log})" if record["status"] != "ok" else "")
         return record
 
@@ -160,6 +170,10 @@ class CellPool:
                     if fitting is None:
                         break
                     self.queue.remove(fitting)
+                    skip = self.claims.take(fitting) if self.claims else None
+                    if skip:
+                        self.bar.skipped(skip)
+                        continue
                     self._start(fitting)
                 for worker in [w for w in self.running if w.process.poll() is not None]:
                     statuses[worker.cell.cell_id] = self._finish(worker)["status"]

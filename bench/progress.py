@@ -141,6 +141,14 @@ class CellProgress:
         elif self.shown:
             self.write(f"fgbench: cell {number}/{self.total} {status}: {cell.describe()} {finish_text(record)}{where}")
 
+    def skipped(self, line: str) -> None:
+        """A cell left to another command (its claim is held elsewhere): the line says why."""
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.write(line)
+        elif self.shown:
+            self.write(line)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()

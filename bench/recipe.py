@@ -10,12 +10,25 @@ see why a number is what it is (`bench.py --dry-run`).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from bench.errors import UsageError
 
 OPTIMIZERS = ("sgd", "adamw")
+# float fields: (name, lowest allowed, bound above it (exclusive) or None); values must be finite.
+# lr must be strictly above its bound; clip_grad 0 (or "none") disables clipping.
+RANGES = (
+    ("lr", 0.0, None),
+    ("momentum", 0.0, 1.0),
+    ("weight_decay", 0.0, None),
+    ("label_smoothing", 0.0, 1.0),
+    ("color_jitter", 0.0, None),
+    ("clip_grad", 0.0, None),
+)
+EXCLUSIVE_LOW = {"lr"}
+OFF = {"clip_grad": 0.0}  # fields where "none" means "switched off"
 SCHEDULES = ("cosine", "linear", "constant")
 VAL_SPLITS = ("carved", "shipped")
 
@@ -70,13 +83,26 @@ class Recipe:
             problems.append(f"val_split must be one of {', '.join(VAL_SPLITS)} (got {self.val_split!r})")
         if self.val_split == "shipped" and self.val_fraction > 0:
             problems.append("val_fraction carves a split from train, so it cannot be combined with val_split shipped")
-        if not self.lr > 0:
-            problems.append(f"lr must be > 0 (got {self.lr})")
+        for name, low, high in RANGES:
+            value = getattr(self, name)
+            above = value > low if name in EXCLUSIVE_LOW else value >= low
+            if not (math.isfinite(value) and above and (high is None or value < high)):
+                problems.append(f"{name} must be {_describe_range(name, low, high)} (got {value})")
         if problems:
             raise UsageError("bad recipe: " + "; ".join(problems))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _describe_range(name: str, low: float, high: float | None) -> str:
+    if name in EXCLUSIVE_LOW:
+        text = f"finite and > {low:g}"
+    elif high is None:
+        text = f"finite and >= {low:g}"
+    else:
+        text = f"in [{low:g}, {high:g})"
+    return text + (" (0 or none disables it)" if name in OFF else "")
 
 
 RECIPE_FIELDS = {f.name: f.type for f in dataclasses.fields(Recipe)}
@@ -91,6 +117,8 @@ def coerce_value(name: str, value: Any, source: str) -> Any:
         )
     kind = RECIPE_FIELDS[name]
     cast = _CASTS[kind]
+    if name in OFF and isinstance(value, str) and value.strip().lower() == "none":
+        return OFF[name]
     if kind == "bool":
         if isinstance(value, bool):
             return value

@@ -37,7 +37,7 @@ from bench.meters import PeakMemory, StepTimer
 from bench.models import save_model
 from bench.oom import fit_batch, is_oom
 from bench.optim import build_optimizer
-from bench.schedule import build_scheduler
+from bench.schedule import build_scheduler, fast_forward
 from bench.signals import Interrupted, StopRequest
 from bench.strategy import input_dtype, is_deepspeed
 from methods import get_method
@@ -146,10 +146,16 @@ def run_cell(cell: Cell, ctx: RunContext) -> dict[str, Any]:
             torch.cuda.empty_cache()
     record["time"].update(end_utc=utc_now(), wall_s=time.perf_counter() - started)
     if acc.is_main_process:
-        records.write_record(cell.record_path(ctx.results_dir), record)
+        try:
+            records.write_record(cell.record_path(ctx.results_dir), record)
+        except OSError as exc:  # e.g. a full disk: the cell is lost, not the matrix (atomic: no partial file)
+            record.update(status="failed", error=one_line(f"{type(exc).__name__}: {exc}"))
+            acc.print(f"fgbench: {cell.describe()}: cannot write its record {cell.record_path(ctx.results_dir)} "
+                      f"({exc.strerror or exc}); the cell counts as failed")
+        else:
+            if record["status"] in records.FINISHED:  # only an interrupted cell resumes from its checkpoint
+                checkpoint.remove(checkpoint.checkpoint_dir(ctx.results_dir, cell.cell_id))
         trackers.finish_run(acc, record)
-        if record["status"] in records.FINISHED:  # only an interrupted cell resumes from its checkpoint
-            checkpoint.remove(checkpoint.checkpoint_dir(ctx.results_dir, cell.cell_id))
     acc.wait_for_everyone()
     return record
 
@@ -221,11 +227,13 @@ def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
     saved = checkpoint.load_progress(ckpt_dir, cell.cell_id)
     if saved is not None and saved.get("per_device_batch") != recipe.batch_size:
         saved = None  # the batch had to change (another device): the data position no longer applies
+    if saved is not None and saved.get("split_hashes", data.hashes()) != data.hashes():
+        acc.print(f"fgbench: {cell.describe()}: its checkpoint was made from other split lists; starting afresh")
+        saved = None
     start_step, curve, val_curve, last_losses, classes = 0, [], [], {}, None
     if saved is not None:
         checkpoint.restore(acc, ckpt_dir)  # model, optimizer and RNG states
-        for _ in range(saved["step"]):
-            scheduler.step()  # the schedule is a function of the step
+        fast_forward(scheduler, saved["step"])  # the schedule is a function of the step
         batches.load_state_dict(saved["stream"])
         start_step, curve, val_curve, last_losses = saved["step"], saved["curve"], saved["val_curve"], saved["last_losses"]
 
@@ -233,6 +241,7 @@ def train_and_evaluate(cell: Cell, ctx: RunContext) -> dict[str, Any]:
         return checkpoint.save(acc, ckpt_dir, {
             "cell_id": cell.cell_id, "step": step, "stream": batches.state_dict(), "curve": curve,
             "val_curve": val_curve, "last_losses": last_losses, "per_device_batch": recipe.batch_size,
+            "split_hashes": data.hashes(),
         })
 
     step_samples = recipe.batch_size * acc.num_processes * recipe.grad_accum

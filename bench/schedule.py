@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from functools import partial
 
 from torch.optim import Optimizer
@@ -34,3 +35,15 @@ def build_scheduler(optimizer: Optimizer, recipe) -> LambdaLR:
 
 def _shifted(step: int, offset: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
     return lr_multiplier(step + offset, warmup_steps, total_steps, schedule)
+
+
+def fast_forward(scheduler: LambdaLR, steps: int) -> None:
+    """Advance a fresh schedule by `steps` updates (a resumed run), as the interrupted run left it.
+
+    The schedule is a function of the step alone, so stepping it before the restored optimizer's
+    first `step()` is intended; torch's warning about that order does not apply here.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+        for _ in range(steps):
+            scheduler.step()

@@ -14,8 +14,15 @@ def add_results_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results-dir", type=Path, default=Path("results"), help="records and tables (default: results)")
 
 
+def add_card_arg(p) -> None:
+    p.add_argument("--card", action="append", default=[], type=Path, metavar="FILE",
+                   help="a dataset card of your own (YAML, like datasets/cub.yaml; repeatable); folders of cards "
+                        "can also be named by $FGBENCH_CARDS")
+
+
 def add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
+    add_card_arg(g)
     g.add_argument("--data-root", type=Path, default=Path("data"), help="folder holding the datasets (default: data)")
     g.add_argument("--data-path", action="append", default=[], metavar="NAME=DIR",
                    help="folder of one dataset (or its parent, or a parquet file), overriding the search under "

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
+from bench.commands.common import add_card_arg
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_card_arg(p)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -21,8 +21,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "code's ResNetV2) or base_r50_timm (timm's TF-same ResNetV2); paper recipe")
     g.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="mixed precision (default: accelerate's launch setting, else no)")
-    g.add_argument("--rerun", choices=("none", "failed", "all"), default="none",
-                   help="re-run cells that already have a record: none (resume), failed, all")
+    g.add_argument("--rerun", choices=("none", "failed", "stale", "all"), default="none",  # see bench/resume.py
+                   help="re-run cells that already have a record: none (resume; records made from other data or "
+                        "weights are always re-run), failed (also the not-ok ones), stale (only those made from "
+                        "other data or weights), all")
     s = p.add_argument_group("scale out")
     s.add_argument("--strategy", default=None,
                    help="comma list of ddp, zero1, zero2, zero3 (DeepSpeed ZeRO stages); default ddp")
@@ -157,9 +159,12 @@ def select_cells(args: argparse.Namespace, cells):
 
 def run(args: argparse.Namespace) -> int:
     from bench.driver import launched_world_size
+    from bench.lifeline import watch_driver
     from bench.matrix import build_cells
     from bench.strategy import process_key
     from bench.trackers import parse_log_with
+
+    watch_driver()  # a --parallel cells worker: end with the driver that started it
 
     for name in ("workers", "checkpoint_every", "slots"):
         value = getattr(args, name)
@@ -184,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
     paths = data_options(args)
     if args.dry_run:
         return dry_run(cells, args)
+    check_run_outputs(args)
     if args.launcher:
         return run_launcher(cells, args, paths)
 
@@ -192,6 +198,19 @@ def run(args: argparse.Namespace) -> int:
     if not in_process:
         return run_pool(cells, args, paths)
     return run_in_process(cells, args, paths)
+
+
+def check_run_outputs(args: argparse.Namespace) -> None:
+    """Every folder a run writes to, checked before any data is read or model built (see bench.outputs)."""
+    from bench.data.cache import default_cache_dir
+    from bench.outputs import check_output_dirs
+
+    results = args.results_dir
+    check_output_dirs([
+        ("--results-dir", results), ("--results-dir", results / "runs"), ("--results-dir", results / "checkpoints"),
+        ("--results-dir", results / "logs"), ("--results-dir", results / "claims"),
+        ("--cache-dir", None if args.no_cache else (args.cache_dir or default_cache_dir())),
+    ])
 
 
 def run_in_process(cells, args: argparse.Namespace, paths: dict) -> int:
@@ -230,22 +249,26 @@ def run_pool(cells, args: argparse.Namespace, paths: dict) -> int:
     import torch
 
     from bench import records
-    from bench.matrix import pending_cells
+    from bench.claims import CellClaims
     from bench.pool import CellPool, device_slots
     from bench.progress import resolve_style
+    from bench.resume import plan_resume
     from bench.signals import StopRequest
 
     from bench.driver import check_matrix_data, materialize_all
 
     materialize_all(cells, args.data_root)  # the driver checks the data once, before any worker starts
-    check_matrix_data(cells, args.data_root, paths)
+    fingerprints = check_matrix_data(cells, args.data_root, paths)
     widest = max(c.world_size for c in cells)
     if args.parallel == "cells":
         slots, at_once = device_slots(torch.cuda.device_count(), args.slots or 1), None
     else:  # cells that need a process group of their own, one at a time
         slots, at_once = device_slots(torch.cuda.device_count(), widest), 1
     records.remove_stale_temporaries(args.results_dir)
-    todo, _ = pending_cells(cells, args.results_dir, args.rerun)
+    plan = plan_resume(cells, args.results_dir, args.rerun, fingerprints)
+    for line in plan.notes(cells):
+        print(line, file=sys.stderr)
+    todo = plan.todo
     skipped = len(cells) - len(todo)
     if skipped:
         print(f"fgbench: {skipped} of {len(cells)} cells already have a finished record (resume)")
@@ -253,7 +276,8 @@ def run_pool(cells, args: argparse.Namespace, paths: dict) -> int:
     try:
         style = resolve_style(args.progress)
         pool = CellPool(todo, _worker_argv(args.raw_argv), args.results_dir, slots, progress=style != "none",
-                        stop=stop, max_running=at_once, progress_style=style)
+                        stop=stop, max_running=at_once, progress_style=style,
+                        claims=CellClaims(args.results_dir, args.rerun, fingerprints))
         pool.run()
     finally:
         stop.uninstall()
@@ -304,24 +328,39 @@ def _worker_argv(argv: list[str]) -> list[str]:
 
 
 def report_outcome(cells, args: argparse.Namespace, statuses: dict[str, str]) -> None:
+    from bench.claims import live_holder
     from bench.driver import summary_table
 
     print(summary_table(cells, args.results_dir))
-    not_ok = [s for s in statuses.values() if s != "ok"]
+    elsewhere = "training in another command"
+    not_ok = [elsewhere if s == "missing" and live_holder(args.results_dir, cid) else s
+              for cid, s in statuses.items() if s != "ok"]
     if not_ok:
-        print(f"fgbench: {len(not_ok)} of {len(cells)} cells not ok ({', '.join(sorted(set(not_ok)))}); "
-              f"see the records under {args.results_dir}/runs; --rerun failed retries them", file=sys.stderr)
+        kinds = set(not_ok)
+        what = []
+        if kinds & {"interrupted", "missing"}:
+            what.append("running the same command again resumes interrupted cells and runs missing ones")
+        if elsewhere in kinds:
+            what.append("a cell training in another command gets its record when that command finishes it")
+        if kinds - {"interrupted", "missing", elsewhere}:
+            what.append("--rerun failed retries the failed ones")
+        print(f"fgbench: {len(not_ok)} of {len(cells)} cells not ok ({', '.join(sorted(kinds))}); see the records "
+              f"under {args.results_dir}/runs; {'; '.join(what)}", file=sys.stderr)
 
 
 def dry_run(cells, args: argparse.Namespace) -> int:
     from bench.driver import RANDOM_INIT_WARNING
-    from bench.matrix import pending_cells
+    from bench.resume import open_fingerprints, plan_resume
 
-    todo, _ = pending_cells(cells, args.results_dir, args.rerun)
-    pending = {c.cell_id for c in todo}
+    fingerprints = open_fingerprints(cells, args.data_root, data_options(args))
+    plan = plan_resume(cells, args.results_dir, args.rerun, fingerprints)
+    for line in plan.notes(cells, dry_run=True):
+        print(line, file=sys.stderr)
+    pending = {c.cell_id for c in plan.todo}
     for c in cells:
         r = c.recipe
-        print(f"{c.cell_id}  {'pending' if c.cell_id in pending else 'done   '}  {c.describe()}  "
+        state = "stale  " if c.cell_id in plan.stale else "pending" if c.cell_id in pending else "done   "
+        print(f"{c.cell_id}  {state}  {c.describe()}  "
               f"{c.strategy} x{c.world_size}  img {r.img_size}/{r.resize_size}  steps {r.steps}  "
               f"lr {r.lr:g} ({c.recipe_sources['lr']})  batch {r.batch_size}x{c.world_size}x{r.grad_accum}")
     if any(c.backbone.pretrained is None for c in cells):

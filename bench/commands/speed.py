@@ -107,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
 
     from bench.data.cache import default_cache_dir
     from bench.envinfo import environment
+    from bench.outputs import check_output_dirs
     from bench.presets import get_preset
     from bench.recipe import parse_assignments
     from bench.speed.datafeed import DataSource
@@ -143,6 +144,9 @@ def run(args: argparse.Namespace) -> int:
     check_options(specs, options)
     preset = get_preset(args.preset)
     counter = resolve_counter(args.flop_counter)
+    check_output_dirs([("--results-dir", args.results_dir),
+                       ("--cache-dir", (args.cache_dir or default_cache_dir())
+                        if args.with_data and not args.no_cache else None)])
 
     data, card, num_classes = None, None, args.num_classes
     if args.with_data:

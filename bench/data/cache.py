@@ -56,7 +56,7 @@ def resized_images(split: Split, resize: int, cache_dir: Path, dataset: str, pro
     op = resize_op(resize)
 
     def fill(index: int) -> None:
-        array[index] = np.asarray(op(split.open(index)))
+        array[index] = np.asarray(op(split.decode(index)))
 
     try:
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # PIL releases the GIL

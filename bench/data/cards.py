@@ -59,12 +59,36 @@ class DatasetCard:
         return (f"datasets/{self.path.name} presets.{preset}", self.presets.get(preset, {}))
 
 
-def card_dirs() -> list[Path]:
-    """Where cards are looked up: $FGBENCH_CARDS (os.pathsep-separated), the checkout, the install."""
-    dirs = [Path(p) for p in os.environ.get("FGBENCH_CARDS", "").split(os.pathsep) if p]
-    dirs.append(Path(__file__).resolve().parents[2] / "datasets")
-    dirs.append(Path(sys.prefix) / "share" / "fgbench" / "datasets")
+def builtin_card_dirs() -> list[Path]:
+    """The cards shipped with fgbench: the checkout's `datasets/`, then an installed copy."""
+    dirs = [Path(__file__).resolve().parents[2] / "datasets", Path(sys.prefix) / "share" / "fgbench" / "datasets"]
     return [d for d in dirs if d.is_dir()]
+
+
+def user_card_dirs() -> list[Path]:
+    """Folders of the user's own cards: $FGBENCH_CARDS (os.pathsep-separated)."""
+    return [Path(p) for p in os.environ.get("FGBENCH_CARDS", "").split(os.pathsep) if p and Path(p).is_dir()]
+
+
+def card_dirs() -> list[Path]:
+    """Every folder cards are read from, user folders first."""
+    return user_card_dirs() + builtin_card_dirs()
+
+
+_CARD_FILES: list[Path] = []  # from --card FILE
+
+
+def use_card_files(paths) -> None:
+    """The user card files of this command (`--card FILE`); a missing file is a usage error."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise UsageError(f"--card {path}: no such file; expected a dataset card (YAML, like datasets/cub.yaml)")
+        if path.resolve() not in (p.resolve() for p in files):
+            files.append(path)
+    if files != _CARD_FILES:
+        _CARD_FILES[:] = files
+        load_cards.cache_clear()
 
 
 def _load_card(path: Path) -> DatasetCard:
@@ -78,6 +102,15 @@ def _load_card(path: Path) -> DatasetCard:
     for key in ("name", "format", "num_classes"):
         if key not in raw and not raw.get("members"):
             raise UsageError(f"dataset card {path} lacks the required key {key!r}")
+    if not raw.get("members"):
+        try:
+            classes = int(raw["num_classes"])
+        except (TypeError, ValueError):
+            raise UsageError(f"dataset card {path}: num_classes must be an integer, "
+                             f"got {raw['num_classes']!r}") from None
+        if classes < 2:
+            raise UsageError(f"dataset card {path}: num_classes is {classes}; a classification benchmark needs at "
+                             f"least two classes")
     return DatasetCard(
         name=str(raw["name"]),
         title=str(raw.get("title", raw["name"])),
@@ -97,14 +130,37 @@ def _load_card(path: Path) -> DatasetCard:
     )
 
 
+def _names(card: DatasetCard) -> set[str]:
+    return {n.lower() for n in (card.name, *card.aliases)}
+
+
 @lru_cache(maxsize=None)
 def load_cards() -> dict[str, DatasetCard]:
-    """All cards by canonical name; the first directory in `card_dirs()` wins on a name clash."""
+    """All cards by canonical name: the built-in ones, then the user's ($FGBENCH_CARDS folders, `--card` files).
+
+    A user card may add a dataset but never replace one: a name or alias that a built-in card (or
+    another user card) already uses is refused, so `--datasets cub` always means the same data.
+    """
     cards: dict[str, DatasetCard] = {}
-    for directory in card_dirs():
+    for directory in builtin_card_dirs():
         for path in sorted(directory.glob("*.y*ml")):
             card = _load_card(path)
-            cards.setdefault(card.name, card)
+            cards.setdefault(card.name, card)  # the checkout's copy wins over an installed one
+    builtin = dict(cards)
+    user_files = [p for d in user_card_dirs() for p in sorted(d.glob("*.y*ml"))] + _CARD_FILES
+    seen: set[Path] = set()
+    for path in user_files:
+        if path.resolve() in seen:
+            continue
+        seen.add(path.resolve())
+        card = _load_card(path)
+        for other in cards.values():
+            clash = sorted(_names(card) & _names(other))
+            if clash:
+                kind = "the built-in dataset" if other.name in builtin else "the user dataset"
+                raise UsageError(f"dataset card {path} uses the name {clash[0]!r}, already taken by {kind} "
+                                 f"{other.name} ({other.path}); give the card another name and aliases")
+        cards[card.name] = card
     return cards
 
 
@@ -125,7 +181,9 @@ def get_card(name: str) -> DatasetCard:
         folded = {k.lower(): v for k, v in index.items()}
         canonical = folded.get(name.lower())
     if canonical is None:
-        raise UsageError(f"unknown dataset {name!r}; expected one of: {', '.join(cards)} (or an alias, see `bench.py list`)")
+        raise UsageError(f"unknown dataset {name!r}; expected one of: {', '.join(cards)} (or an alias, see "
+                         f"`bench.py list`); to add one, write a card like datasets/cub.yaml and pass --card FILE "
+                         f"or name its folder in $FGBENCH_CARDS")
     return cards[canonical]
 
 

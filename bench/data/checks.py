@@ -120,11 +120,28 @@ def inspect(card: DatasetCard, data: DatasetSplits, decode: bool, progress: bool
             report.warnings.append(f"{card.name}: the {name} split has {stats.images} images; "
                                    f"the card expects {stats.expected}")
     train = report.splits.get("train")
-    if train is not None and train.classes_seen != card.num_classes:
+    if train is not None and train.classes_seen < 2:
+        problems.append(f"the train split has images of {train.classes_seen} class(es); classification needs at "
+                        f"least two")
+    elif train is not None and train.classes_seen != card.num_classes:
         problems.append(f"the train split has images of {train.classes_seen} classes but the card says "
                         f"{card.num_classes} (wrong class count)")
+    untested = _untested_classes(data)
+    if untested:
+        report.warnings.append(f"{card.name}: the test split has no image of {len(untested)} class(es) that train "
+                               f"has: {', '.join(untested[:SHOW])}{' …' if len(untested) > SHOW else ''}")
     report.errors.extend(f"{card.name}: {problem}" for problem in problems)
     return report
+
+
+def _untested_classes(data: DatasetSplits) -> list[str]:
+    """Names (or 0-based labels) of the classes present in train but absent from test."""
+    if "train" not in data.splits or "test" not in data.splits:
+        return []
+    absent = sorted(set(data.train.labels) - set(data.test.labels))
+    names = list(data.class_names) if data.class_names is not None else None
+    return [f"{names[label]} (label {label})" if names and label < len(names) else f"label {label}"
+            for label in absent]
 
 
 def check_dataset(card: DatasetCard, data_root, options=None, decode: bool = False, progress: bool = False

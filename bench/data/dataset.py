@@ -43,7 +43,7 @@ class ImageListDataset(Dataset):
         return len(self.split)
 
     def __getitem__(self, index: int):
-        image = self.split.open(index)
+        image = self.split.decode(index)
         if self.transform is not None:
             image = self.transform(image)
         return image, self.split.items[index][1]

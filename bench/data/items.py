@@ -62,6 +62,18 @@ class Split:
         key = self.items[index][0]
         return self.opener(key) if self.opener is not None else open_rgb(self.root / key)
 
+    def decode(self, index: int) -> Image.Image:
+        """`open`, with a failure naming the file (or row key) and the split, for a cell's error message."""
+        try:
+            return self.open(index)
+        except Exception as exc:  # any decoder failure: say which image
+            from bench.errors import DatasetError
+
+            where = self.path(index) if self.has_files else f"{self.items[index][0]} ({self.source or self.name})"
+            raise DatasetError(f"cannot decode image {where} of the {self.name} split ({type(exc).__name__}: "
+                               f"{' '.join(str(exc).split())[:120]}); `bench.py data` lists every unreadable "
+                               f"image") from exc
+
     def content_hash(self) -> str:
         return hash_items(self.items)
 

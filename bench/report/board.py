@@ -15,11 +15,12 @@ from typing import Any
 import pandas as pd
 
 from bench.records import STATUSES
+from bench.report.dataversions import assign_data_versions
 from bench.report.paper import paper_lookup
 from bench.report.stats import CONFIDENCE, IMPROVEMENT_THRESHOLD, paired_stats, pareto_front, seed_stats, spread_stats
 
 SETTING_KEYS = ["method_label", "dataset", "preset", "precision", "strategy", "world_size", "img_size", "steps",
-                "global_batch", "setting_id"]
+                "global_batch", "data_version", "setting_id"]
 PROTOCOL_KEYS = ["dataset", "preset", "precision", "strategy", "world_size"]
 BOARD_COLUMNS = SETTING_KEYS[:2] + ["method", "variant"] + SETTING_KEYS[2:] + [
     "lr", "rank",
@@ -111,7 +112,8 @@ def _compare_with_baseline(rows: list[dict[str, Any]], seeds: list[dict[int, flo
             continue
         candidates = [(len(set(own) & set(other)), cand["n_ok"], index)
                       for index, (cand, other) in enumerate(zip(rows, seeds))
-                      if cand["method_label"] == baseline and _key(cand, PROTOCOL_KEYS) == _key(row, PROTOCOL_KEYS)]
+                      if cand["method_label"] == baseline
+                      and _key(cand, PROTOCOL_KEYS + ["data_version"]) == _key(row, PROTOCOL_KEYS + ["data_version"])]
         if not candidates:
             continue
         *_, best = max(candidates, key=lambda c: (c[0], c[1], -c[2]))
@@ -145,6 +147,8 @@ def leaderboard(runs: pd.DataFrame, baseline: str | None = None, paper: pd.DataF
     (a method label), published numbers beside, ranks and the Pareto front per protocol."""
     if runs.empty:
         return pd.DataFrame(columns=BOARD_COLUMNS)
+    if "data_version" not in runs:
+        runs = assign_data_versions(runs)
     groups = [group for _, group in runs.groupby(SETTING_KEYS, dropna=False, sort=False)]
     rows = [setting_row(group, confidence) for group in groups]
     seeds = [_per_seed(group[group["status"] == "ok"]) for group in groups]

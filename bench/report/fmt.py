@@ -53,6 +53,27 @@ def interval(low: Any, high: Any, digits: int = 2) -> str:
     return MISSING if is_missing(low) or is_missing(high) else f"[{num(low, digits)}, {num(high, digits)}]"
 
 
+TOO_FEW_SEEDS = "too few seeds for an interval"
+CLIPPED = "‡"  # an accuracy interval cut at 0 or 100 %
+
+
+def accuracy_interval(row: Mapping[str, Any], digits: int = 2) -> str:
+    """The top-1 95% CI as shown: `too few seeds for an interval` below three seeds (the range column
+    says what there is), clipped to [0, 100] and marked ‡ when the t-interval reaches past it."""
+    from bench.report.stats import shown_interval
+
+    n = count(row.get("n_ok"))
+    if n == 0:
+        return MISSING
+    if is_missing(row.get("top1_ci_low")) or is_missing(row.get("top1_ci_high")):
+        return MISSING if n < 2 else TOO_FEW_SEEDS
+    shown = shown_interval(float(row["top1_ci_low"]), float(row["top1_ci_high"]), n)
+    if shown is None:
+        return TOO_FEW_SEEDS
+    low, high, clipped = shown
+    return interval(low, high, digits) + (CLIPPED if clipped else "")
+
+
 def span(low: Any, high: Any, digits: int = 2) -> str:
     return MISSING if is_missing(low) or is_missing(high) else f"{num(low, digits)}–{num(high, digits)}"
 

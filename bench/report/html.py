@@ -156,7 +156,7 @@ def _board_row(row: dict[str, Any], runs: pd.DataFrame) -> str:
         _cell(fmt.count(row["n_ok"]), row["n_ok"]),
         _cell(escape(not_ok), row["n_runs"] - row["n_ok"], "text bad" if not_ok else "text"),
         _cell(top1, row["top1_mean"]),
-        _cell(fmt.interval(row["top1_ci_low"], row["top1_ci_high"]), row["top1_ci_low"]),
+        _cell(escape(fmt.accuracy_interval(row)), row["top1_ci_low"]),
         _cell(fmt.span(row["top1_min"], row["top1_max"]), row["top1_min"]),
         _cell(fmt.signed(row["delta_mean"]), row["delta_mean"], title=delta_title),
         _cell(fmt.interval(row["delta_ci_low"], row["delta_ci_high"]), row["delta_ci_low"]),

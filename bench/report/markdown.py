@@ -16,7 +16,9 @@ NOTES = (
     "out of memory or diverged are counted inside the brackets and give no number. "
     "Best-of-evals is the maximum over periodic test evaluations: selected on the test split, so optimistic. "
     "Paper: published top-1 from `reference_results.yaml`, mostly the best test accuracy of one seed "
-    "(the reference code's protocol); † = not yet checked against the paper."
+    "(the reference code's protocol); † = not yet checked against the paper. "
+    "95% CI: Student-t over seeds; with fewer than three seeds there is no useful interval (see the "
+    "range), and ‡ marks an interval cut at 0 or 100 % (the CSV keeps its unclipped bounds)."
 )
 
 
@@ -80,7 +82,7 @@ def long_rows(board: pd.DataFrame) -> list[list[str]]:
         mem = fmt.num(r["peak_mem_mb_median"], 0) + (" (RSS)" if r["mem_kind"] == "cpu_rss" else "")
         rows.append([
             r["method_label"], r["dataset"], r["preset"], setup(r), fmt.mean_sd_n(r),
-            fmt.interval(r["top1_ci_low"], r["top1_ci_high"]), fmt.span(r["top1_min"], r["top1_max"]),
+            fmt.accuracy_interval(r), fmt.span(r["top1_min"], r["top1_max"]),
             delta, fmt.num(r["p_improve"]), fmt.text(r["verdict"]), _paper(r), fmt.num(r["top5_mean"]),
             fmt.num(r["top1_best_optimistic_mean"]), speed, fmt.num(r["eval_sps_median"], 1), mem,
             fmt.num(r["params_m"]),

@@ -19,6 +19,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from bench.report.board import protocol_of
+from bench.report.stats import ACCURACY_BOUNDS, shown_interval
 
 STYLE = {"svg.fonttype": "none", "font.size": 9, "axes.spines.top": False, "axes.spines.right": False,
          "axes.grid": True, "grid.alpha": 0.3, "font.family": "sans-serif"}
@@ -129,15 +130,28 @@ def strip_svg(runs: pd.DataFrame, board: pd.DataFrame, labels: dict[str, str], s
         offsets = np.linspace(-0.15, 0.15, len(points)) if len(points) > 1 else np.zeros(1)
         color = palette[labels[str(sid)]]
         ax.scatter(x + offsets, points["top1_last"], color=color, s=22, alpha=0.85, zorder=3)
-        mean, low, high = (stats.loc[sid, c] for c in ("top1_mean", "top1_ci_low", "top1_ci_high"))
-        if not math.isnan(low):
-            ax.errorbar(x + 0.3, mean, yerr=[[mean - low], [high - mean]], fmt="_", color="black", capsize=3)
+        mean, low, high = (float(stats.loc[sid, c]) for c in ("top1_mean", "top1_ci_low", "top1_ci_high"))
+        shown = shown_interval(low, high, len(points))
+        if shown is not None:
+            lo, hi, clipped = shown
+            ax.errorbar(x + 0.3, mean, yerr=[[mean - lo], [hi - mean]], fmt="_", color="black", capsize=3)
+            for end, bound in ((lo, low), (hi, high)):
+                if end != bound:  # cut at 0 or 100 %: an open arrow says the t-interval goes on
+                    ax.plot(x + 0.3, end, "v" if end < mean else "^", color="black", markersize=5,
+                            markerfacecolor="white")
+        elif len(points) > 1:  # too few seeds for an interval: the range, dashed
+            ax.vlines(x + 0.3, points["top1_last"].min(), points["top1_last"].max(), color="black",
+                      linestyles="dashed", linewidth=1)
+            ax.plot(x + 0.3, mean, "_", color="black", markersize=10)
         else:
             ax.plot(x + 0.3, mean, "_", color="black", markersize=10)
     ax.set_xticks(range(len(order)), [labels[str(s)] for s in order], rotation=20, ha="right")
     ax.set_xlim(-0.6, len(order) - 0.4)
+    bottom, top = ax.get_ylim()
+    ax.set_ylim(max(bottom, ACCURACY_BOUNDS[0] - 2), min(top, ACCURACY_BOUNDS[1] + 2))
     ax.set_ylabel("top-1 % at the last step")
-    ax.set_title("dots: seeds; bar: mean and 95% CI", fontsize=8)
+    ax.set_title("dots: seeds; bar: mean and 95% CI (3+ seeds; arrow: cut at 0/100 %); dashed: range "
+                 "(too few seeds for an interval)", fontsize=7)
     return _svg(fig, f"strip-{salt}")
 
 

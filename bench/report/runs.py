@@ -15,6 +15,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from bench import records
+from bench.report.dataversions import assign_data_versions
 
 RUN_COLUMNS = [
     "record", "cell_id", "setting_id", "status", "error", "method", "variant", "method_label", "dataset", "seed",
@@ -23,7 +24,7 @@ RUN_COLUMNS = [
     "train_samples_per_sec", "eval_samples_per_sec", "train_step_ms_median", "train_step_ms_p90",
     "peak_mem_mb", "mem_kind", "params_m", "gmacs", "wall_s",
     "git_sha", "git_dirty", "fgbench_version", "torch_version", "timm_version", "accelerate_version",
-    "device_name", "mixed_precision", "pretrained_sha256", "split_hashes",
+    "device_name", "mixed_precision", "pretrained_sha256", "split_hashes", "data_version",
 ]
 NUMERIC_RUN_COLUMNS = [
     "seed", "world_size", "img_size", "steps", "global_batch", "lr", "top1_last", "top5_last",
@@ -135,6 +136,7 @@ def runs_frame(results_dir: Path, cell_ids: Iterable[str] | None = None) -> pd.D
     for column in NUMERIC_RUN_COLUMNS:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     frame["git_dirty"] = frame["git_dirty"].astype("object")
+    frame = assign_data_versions(frame)
     order = ["dataset", "method_label", "setting_id", "seed", "record"]
     return frame.sort_values(order, kind="stable", na_position="last").reset_index(drop=True)
 

@@ -19,6 +19,8 @@ from scipy import stats
 CONFIDENCE = 0.95
 IMPROVEMENT_THRESHOLD = 0.75  # P(A > B) a verdict needs, besides a CI that excludes 0
 CV_FLAG = 0.05  # speed/memory spread over runs above this is flagged as noisy
+MIN_SEEDS_FOR_INTERVAL = 3  # 2 seeds: 1 degree of freedom, a half-width of 12.7 standard errors
+ACCURACY_BOUNDS = (0.0, 100.0)
 NAN = float("nan")
 
 
@@ -60,6 +62,17 @@ def seed_stats(values: Iterable[float | None], confidence: float = CONFIDENCE) -
     sd = float(x.std(ddof=1)) if n > 1 else NAN  # one seed has no spread to report
     low, high = t_interval(mean, sd, n, confidence)
     return SeedStats(n, mean, sd, low, high, float(x.min()), float(x.max()))
+
+
+def shown_interval(low: float, high: float, n: int, bounds: tuple[float, float] = ACCURACY_BOUNDS
+                   ) -> tuple[float, float, bool] | None:
+    """The interval a table or plot may show for an accuracy: None below MIN_SEEDS_FOR_INTERVAL seeds
+    (show the range instead), else the t-interval clipped to the possible values, with whether it
+    was clipped (a clipped interval is always marked; the CSV keeps the unclipped bounds)."""
+    if n < MIN_SEEDS_FOR_INTERVAL or not (math.isfinite(low) and math.isfinite(high)):
+        return None
+    lo, hi = max(low, bounds[0]), min(high, bounds[1])
+    return lo, hi, (lo, hi) != (low, high)
 
 
 @dataclass(frozen=True)

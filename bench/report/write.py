@@ -53,42 +53,44 @@ def resolve_baseline(requested: str | None, method_labels: set[str]) -> str | No
 
 
 def write_report(results_dir: Path, baseline: str | None = DEFAULT_BASELINE, paper_path: Path | None = None,
-                 with_paper: bool = True) -> tuple[pd.DataFrame, list[Path]]:
-    """Rebuild every table and the HTML page from the records; returns the leaderboard and the files written."""
+                 with_paper: bool = True, out_dir: Path | None = None) -> tuple[pd.DataFrame, list[Path]]:
+    """Rebuild every table and the HTML page from the records; returns the leaderboard and the files written
+    (into `out_dir`, by default the results folder itself)."""
     from bench.report.gallery import render_gallery
     from bench.report.html import render_html  # matplotlib: loaded only when a report is written
 
-    results_dir = Path(results_dir)
-    runs = runs_frame(results_dir)
+    records_dir = Path(results_dir)
+    out = Path(out_dir) if out_dir is not None else records_dir
+    runs = runs_frame(records_dir)
     paper = load_paper_results(paper_path) if with_paper else None
     board = leaderboard(runs, baseline=baseline, paper=paper)
-    classes = class_frame(results_dir)
+    classes = class_frame(records_dir)
     differ = where_methods_differ(classes, baseline)
-    confusions = top_confusions(confusion_frame(results_dir))
+    confusions = top_confusions(confusion_frame(records_dir))
     outputs: dict[Path, str] = {
-        results_dir / "runs.csv": runs.to_csv(index=False, float_format=FLOAT_FORMAT),
-        results_dir / "leaderboard.csv": render_csv(board),
-        results_dir / "leaderboard.md": render_report_markdown(board),
-        results_dir / "leaderboard.tex": render_latex(board),
-        results_dir / "index.html": render_html(board, runs, curves_frame(results_dir), baseline, differ, confusions,
-                                                render_gallery(results_dir)),
+        out / "runs.csv": runs.to_csv(index=False, float_format=FLOAT_FORMAT),
+        out / "leaderboard.csv": render_csv(board),
+        out / "leaderboard.md": render_report_markdown(board),
+        out / "leaderboard.tex": render_latex(board),
+        out / "index.html": render_html(board, runs, curves_frame(records_dir), baseline, differ, confusions,
+                                        render_gallery(records_dir)),
     }
     scaling = scaling_table(runs)
-    scaling_csv = results_dir / "scaling.csv"
+    scaling_csv = out / "scaling.csv"
     if not scaling.empty:
         outputs[scaling_csv] = scaling.to_csv(index=False, float_format=FLOAT_FORMAT)
-        outputs[results_dir / "leaderboard.md"] += "\n" + render_scaling_markdown(scaling)
+        outputs[out / "leaderboard.md"] += "\n" + render_scaling_markdown(scaling)
     elif scaling_csv.exists():
         scaling_csv.unlink()
     for dataset, part in board.groupby("dataset", sort=True):
-        outputs[results_dir / dataset_csv_name(dataset)] = ranked(part).to_csv(index=False, float_format=FLOAT_FORMAT)
+        outputs[out / dataset_csv_name(dataset)] = ranked(part).to_csv(index=False, float_format=FLOAT_FORMAT)
     for dataset, part in per_class_table(classes).groupby("dataset", sort=True):
-        outputs[results_dir / f"per-class-{safe_name(dataset)}.csv"] = part.to_csv(index=False, float_format=FLOAT_FORMAT)
+        outputs[out / f"per-class-{safe_name(dataset)}.csv"] = part.to_csv(index=False, float_format=FLOAT_FORMAT)
     for dataset, part in differ.groupby("dataset", sort=True):
-        outputs[results_dir / f"where-methods-differ-{safe_name(dataset)}.csv"] = part.to_csv(
+        outputs[out / f"where-methods-differ-{safe_name(dataset)}.csv"] = part.to_csv(
             index=False, float_format=FLOAT_FORMAT)
     for pattern in ("leaderboard-*.csv", "per-class-*.csv", "where-methods-differ-*.csv"):
-        for stale in sorted(results_dir.glob(pattern)):
+        for stale in sorted(out.glob(pattern)):
             if stale not in outputs:
                 stale.unlink()
     for path, text in outputs.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -56,7 +57,7 @@ def test_two_concurrent_identical_commands_train_each_cell_once(fast_run_args, t
     results = tmp_path / "results"
     recs = [json.loads(p.read_text()) for p in sorted(records.runs_dir(results).rglob("*.json"))]
     assert len(recs) == 2 and all(r["status"] == "ok" and r["attempt"] == 1 for r in recs), outputs
-    trained = sum(text.count("fgbench: cell ") for text in outputs)
+    trained = sum(len(re.findall(r"fgbench: cell \d+/\d+: ", text)) for text in outputs)  # start lines
     skipped = sum(text.count("; skipped here") + text.count("already have a finished record") for text in outputs)
     assert trained == 2 and skipped >= 1, outputs
     assert not list((results / "claims").glob("*.json"))

@@ -25,6 +25,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from bench.commands.common import drop_flags
 from bench.errors import UsageError
 
 LAUNCHERS = ("local", "slurm")
@@ -57,31 +58,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def task_argv(raw_argv: list[str]) -> list[str]:
-    """The user's flags minus the submission ones (`--flag value` and `--flag=value` forms)."""
-    out, skip = [], False
-    for item in raw_argv:
-        if skip:
-            skip = False
-            continue
-        name = item.split("=", 1)[0]
-        if name in LAUNCH_FLAGS:
-            skip = LAUNCH_FLAGS[name] and "=" not in item
-            continue
-        out.append(item)
-    return out
+    """The user's flags minus the submission ones."""
+    return drop_flags(raw_argv, LAUNCH_FLAGS)
 
 
 def drop_rerun(argv: list[str]) -> list[str]:
     """A requeued task resumes: `--rerun all` must not redo the cells its first attempt finished."""
-    out, skip = [], False
-    for item in argv:
-        if skip:
-            skip = False
-        elif item == "--rerun":
-            skip = True
-        elif not item.startswith("--rerun="):
-            out.append(item)
-    return out
+    return drop_flags(argv, {"--rerun": True})
 
 
 class ShardJob:

@@ -68,3 +68,19 @@ def method_specs(spec: str):
             if all((a.name, v) != (adapter.name, variant) for a, v in out):
                 out.append((adapter, variant))
     return out
+
+
+def drop_flags(argv: list[str], flags: dict[str, bool]) -> list[str]:
+    """`argv` without the named flags, in both `--flag value` and `--flag=value` spellings; the
+    mapping says whether each flag takes a value (so that its value goes too)."""
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+            continue
+        name = item.split("=", 1)[0]
+        if name in flags:
+            skip = flags[name] and "=" not in item
+            continue
+        out.append(item)
+    return out

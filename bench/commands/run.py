@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from bench.commands.common import PRECISIONS, add_data_args, add_results_dir, data_options, method_specs
+from bench.commands.common import PRECISIONS, add_data_args, add_results_dir, data_options, drop_flags, method_specs
 from bench.errors import UsageError
 
 
@@ -309,22 +309,13 @@ def run_launcher(cells, args: argparse.Namespace, paths: dict) -> int:
     return status if status else (0 if all(s == "ok" for s in statuses.values()) else 1)
 
 
+WORKER_DROPPED_FLAGS = {**dict.fromkeys(("--parallel", "--slots", "--shard", "--cell-ids", "--world-sizes",
+                                          "--gpus-per-cell", "--strategy"), True), "--dry-run": False}
+
+
 def _worker_argv(argv: list[str]) -> list[str]:
     """The user's flags minus those that only concern the driver."""
-    drop_with_value = {"--parallel", "--slots", "--shard", "--cell-ids", "--world-sizes", "--gpus-per-cell", "--strategy"}
-    out, skip = [], False
-    for item in argv:
-        if skip:
-            skip = False
-            continue
-        name = item.split("=", 1)[0]
-        if name in drop_with_value:
-            skip = "=" not in item
-            continue
-        if name in ("--dry-run",):
-            continue
-        out.append(item)
-    return out
+    return drop_flags(argv, WORKER_DROPPED_FLAGS)
 
 
 def report_outcome(cells, args: argparse.Namespace, statuses: dict[str, str]) -> None:

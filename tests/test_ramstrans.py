@@ -212,3 +212,18 @@ def test_bad_option_is_one_line_and_exit_2(fast_run_args, capsys):
     assert main(["--methods", "ramstrans", "--opt", "eval_logits=best", *fast_run_args]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "eval_logits must be one of global, local, sum" in lines[0], lines
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (host-device syncs exist only there)")
+@pytest.mark.parametrize("variant", [None, "paper"])
+def test_training_forward_does_not_sync_host_and_device(variant):
+    """The fused DPPM (rollout, labelling with its convergence check, boxes) and the crop stay on
+    the device: no pageable copy, no `.item()`, no stream synchronisation in a training forward."""
+    model = peaky(build(variant)).cuda().train()
+    x, y = images().cuda(), torch.arange(6, device="cuda") % CLASSES
+    model(x, y)  # first step: kernel selection, pinned-memory pool
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        model(x, y)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)

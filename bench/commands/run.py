@@ -55,6 +55,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="decode-and-resize cache folder (default: $XDG_CACHE_HOME/fgbench or ~/.cache/fgbench)")
     d.add_argument("--no-cache", action="store_true", help="decode and resize every image every time")
     d.add_argument("--workers", type=int, default=None, help="data-loader worker processes (default: 0 on CPU, 8 on GPU)")
+    d.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU intra-op threads of each training process (default: torch's, or the cores divided "
+                        "among --parallel cells workers; 1 is fastest on a shared, busy machine); recorded as "
+                        "env.torch_threads")
     r = p.add_argument_group("recipe overrides (default: method, dataset card and preset)")
     r.add_argument("--steps", type=int, help="optimizer updates")
     r.add_argument("--batch-size", type=int, help="per device")
@@ -147,10 +151,14 @@ def run(args: argparse.Namespace) -> int:
     from bench.matrix import build_cells
     from bench.strategy import process_key
 
-    for name in ("workers", "checkpoint_every", "slots"):
+    for name, least in (("workers", 0), ("checkpoint_every", 0), ("slots", 1), ("threads", 1)):
         value = getattr(args, name)
-        if value is not None and value < (1 if name == "slots" else 0):
-            raise UsageError(f"--{name.replace('_', '-')} must be >= {1 if name == 'slots' else 0}, got {value}")
+        if value is not None and value < least:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= {least}, got {value}")
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     launched = launched_world_size()
     if launched and args.parallel == "cells":
         raise UsageError("--parallel cells starts its own workers: run it with plain `python bench.py`, "
@@ -223,7 +231,7 @@ def run_pool(cells, args: argparse.Namespace, paths: dict) -> int:
     stop = StopRequest().install()
     try:
         pool = CellPool(todo, _worker_argv(args.raw_argv), args.results_dir, slots, progress=not args.no_progress,
-                        stop=stop, max_running=at_once)
+                        stop=stop, max_running=at_once, cpu_threads=args.threads)
         pool.run()
     finally:
         stop.uninstall()

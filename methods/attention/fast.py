@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import threading
 from dataclasses import replace
 from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 
@@ -72,17 +73,42 @@ def chunk_elements(device: torch.device) -> int:
     return DEFAULT_CHUNK_ELEMENTS.get(device.type, FALLBACK_CHUNK_ELEMENTS)
 
 
+_AROUND_STATISTICS: list[Callable[[], contextlib.AbstractContextManager]] = []
+_depth = threading.local()
+
+
+@contextlib.contextmanager
+def around_statistics(factory: Callable[[], contextlib.AbstractContextManager]):
+    """Inside this block, every outermost statistic call runs inside `factory()` (e.g. a MAC
+    counter that leaves the statistics out of a model's MACs, `bench.speed.flops`)."""
+    _AROUND_STATISTICS.append(factory)
+    try:
+        yield
+    finally:
+        _AROUND_STATISTICS.remove(factory)
+
+
 def statistic(fn: F) -> F:
     """No autograd and no autocast: the statistics run in their `compute_dtype` whatever region
-    calls them (under autocast their matmuls would run in 16 bits, the float32 upcast wasted)."""
+    calls them (under autocast their matmuls would run in 16 bits, the float32 upcast wasted).
+    Only the outermost call of nested statistics sets this up (and enters `around_statistics`)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(torch.no_grad())
-            for device_type in AUTOCAST_DEVICE_TYPES:  # only the regions that are on: nothing to pay otherwise
-                if torch.is_autocast_enabled(device_type):
-                    stack.enter_context(torch.autocast(device_type, enabled=False))
+        depth = getattr(_depth, "value", 0)
+        if depth:
             return fn(*args, **kwargs)
+        _depth.value = 1
+        try:
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(torch.no_grad())
+                for device_type in AUTOCAST_DEVICE_TYPES:  # only the regions that are on: nothing to pay otherwise
+                    if torch.is_autocast_enabled(device_type):
+                        stack.enter_context(torch.autocast(device_type, enabled=False))
+                for factory in list(_AROUND_STATISTICS):
+                    stack.enter_context(factory())
+                return fn(*args, **kwargs)
+        finally:
+            _depth.value = 0
     return wrapper  # type: ignore[return-value]
 
 

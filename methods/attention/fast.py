@@ -47,11 +47,12 @@ if TYPE_CHECKING:
     from methods.attention.capture import LayerQK
 
 CHUNK_ELEMENTS_ENV = "FGBENCH_STATS_CHUNK_ELEMENTS"
-# Elements of one [B, H, chunk, N] score slice, per device type. CPU: measured (README
-# "Performance"): at 785 tokens, 2^18 (1 MiB of float32, cache-sized) ran a rollout about 3x faster
-# than whole maps, which page-fault through fresh allocations; 2^16..2^20 are within a few percent.
-# CUDA: not measured on a GPU yet; 2^25 (128 MiB) keeps a few large kernels per layer at ViT-B/16
-# batch 16 (about 220 query rows a slice), which a GPU needs to stay busy.
+# Elements of one [B, H, chunk, N] score slice, per device type. CPU: measured at 785 tokens
+# (B 4, H 4, d 16, one thread, thread CPU time): 2^17..2^19 (0.5-2 MiB of float32, cache-sized)
+# ran the rollouts 3-4x faster than the former whole-map budget of 2^25, whose fresh 50-130 MB
+# allocations page-fault on every layer; 2^16 and 2^20 were 10-50% slower than 2^18, 2^14 2-3x.
+# CUDA: not measured on a GPU yet, derived: 2^25 (128 MiB) keeps a few large kernels per layer at
+# ViT-B/16 batch 16 (about 220 query rows a slice), which a GPU needs to stay busy.
 DEFAULT_CHUNK_ELEMENTS: dict[str, int] = {"cpu": 1 << 18, "cuda": 1 << 25}
 FALLBACK_CHUNK_ELEMENTS = 1 << 25  # other device types
 

@@ -20,8 +20,9 @@ Two implementations side by side, same numbers:
 
 - fast, batched on the device (`rollout_scores` = `methods.attention.fast.residual_rollout_column_mean`,
   `patch_boxes`): scores by pushing one row vector through the layers (no N×N×N products), components by 8-neighbour min-label propagation
-  with pointer jumping, boxes by masked min/max; no per-sample loop and no host sync (on CUDA
-  the convergence check reads a flag copied asynchronously to pinned memory, `ConvergenceFlag`);
+  with pointer jumping, boxes by masked min/max; no per-sample loop, no host-to-device copy and
+  no stream synchronisation (on CUDA the convergence check reads flags copied asynchronously to
+  pinned memory, waiting only when it runs a few checks ahead of the device: `ConvergenceFlag`);
 - reference, the released code's way (`methods.attention.reference.residual_rollout_column_mean`
   for the scores, `patch_boxes_reference`): a per-sample CPU loop with `scipy.ndimage.label`.
 """
@@ -79,8 +80,8 @@ def label_components(mask: torch.Tensor, check_every: int = 4) -> torch.Tensor:
     to its target's label (lab ← lab[lab], valid because a label is always the index of a cell of
     the same component, no larger than its own). The component minimum can only spread, so the
     fixed point is that minimum everywhere; the loop stops when a round changes nothing (checked
-    every `check_every` rounds, without a host sync on CUDA: `ConvergenceFlag`) and never runs more
-    than Gh·Gw rounds, enough for min-propagation alone.
+    every `check_every` rounds, without a stream sync on CUDA: `ConvergenceFlag`) and never runs
+    more than Gh·Gw rounds, enough for min-propagation alone.
     """
     if mask.ndim != 3:
         raise ValueError(f"mask must be [B, Gh, Gw], got {tuple(mask.shape)}")
@@ -104,16 +105,19 @@ def label_components(mask: torch.Tensor, check_every: int = 4) -> torch.Tensor:
 
 
 class ConvergenceFlag:
-    """`flag(labels, previous)`: has a labelling round changed nothing, without stalling a GPU.
+    """`flag(labels, previous)`: has a labelling round changed nothing, without a stream sync.
 
     On a CPU it compares directly. On CUDA each check copies a device-side "unchanged" flag into
-    pinned host memory asynchronously and records an event; a later check reads the oldest flag
-    whose event has completed (`Event.query`, no synchronisation). The loop may run a few rounds
-    past the fixed point while the flag is in flight, which changes nothing (each round maps a
-    fixed point to itself)."""
+    pinned host memory asynchronously and records an event; a check reads the flags whose events
+    have completed (`Event.query`, which never blocks). The loop may run past the fixed point while
+    flags are in flight, which changes nothing (a round maps a fixed point to itself). When
+    `max_ahead` flags are pending (the device is still busy with earlier work, e.g. the forward
+    pass), the host waits for the oldest by polling its event, so it never queues more than
+    `max_ahead` checks of rounds past what the device has done."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, max_ahead: int = 4):
         self.cuda = device.type == "cuda"
+        self.max_ahead = max_ahead
         self.pending: list[tuple[torch.Tensor, torch.cuda.Event]] = []
 
     def __call__(self, labels: torch.Tensor, previous: torch.Tensor) -> bool:
@@ -124,6 +128,9 @@ class ConvergenceFlag:
         event = torch.cuda.Event()
         event.record()
         self.pending.append((host, event))
+        if len(self.pending) > self.max_ahead:
+            while not self.pending[0][1].query():
+                pass
         while self.pending and self.pending[0][1].query():
             flag, _ = self.pending.pop(0)
             if bool(flag):

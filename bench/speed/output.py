@@ -73,6 +73,11 @@ def _num(value, fmt: str) -> str:
     return "" if value is None or value != value else format(value, fmt)
 
 
+def _rate(value) -> str:
+    """Samples/s with one decimal, or three significant digits below 10 (ViT-B on a CPU: 0.143/s)."""
+    return _num(value, ",.1f" if value is None or value != value or value >= 10 else ".3g")
+
+
 def _batch(row: dict[str, Any]) -> str:
     """The requested batch, and the one training ran at when out-of-memory backed it off."""
     ran = row.get("train_batch_size")
@@ -99,10 +104,10 @@ def table(rows: list[dict[str, Any]], cuda: bool) -> str:
     body = []
     for r in rows:
         line = [r["method"], r["attention"], *(["on" if r["compile"] else "off"] if compiled else []), r["img_size"],
-                _batch(r), _num(r.get("train_samples_per_sec"), ",.1f"),
+                _batch(r), _rate(r.get("train_samples_per_sec")),
                 f"{_num(r.get('train_step_ms_median'), '.1f')} / {_num(r.get('train_step_ms_p90'), '.1f')}",
                 _num(r.get(memory), ",.1f"), *([] if cuda else [_num(r.get("train_saved_mb"), ",.1f")]),
-                _num(r.get("infer_samples_per_sec"), ",.1f")]
+                _rate(r.get("infer_samples_per_sec"))]
         if mfu:
             line.append(_num(r.get("train_mfu"), ".1%"))
         fused = r["attention"] != "eager"  # an eager row's ratio to itself says nothing

@@ -216,7 +216,8 @@ def run_suite(cases: Sequence[Case], settings: Settings, data=None,
     `settings.interleave` says, with model GMACs counted once per method and size on the fused
     model, and MFU against the peak."""
     counted: dict[tuple, dict[str, float | None]] = {}
-    rows = []
+    position = {id(case): index for index, case in enumerate(cases)}
+    measured: list[tuple[int, dict[str, Any]]] = []
     for group in groups(cases, settings.interleave):
         for case in group:
             workload = case.workload
@@ -236,11 +237,9 @@ def run_suite(cases: Sequence[Case], settings: Settings, data=None,
             if flops_error:
                 row["error"] = "; ".join(filter(None, [row.get("error"), f"flops: {flops_error}"]))
             add_flops(row, gmacs, settings.peak_tflops)
-            rows.append(row)
-            log(f"[{len(rows)}/{len(cases)}] {case.describe}: " + progress_line(row))
-    order = {id(case): index for index, case in enumerate(cases)}  # rows in the order of the cases
-    ranked = sorted(zip((c for g in groups(cases, settings.interleave) for c in g), rows), key=lambda p: order[id(p[0])])
-    return [row for _, row in ranked]
+            measured.append((position[id(case)], row))
+            log(f"[{len(measured)}/{len(cases)}] {case.describe}: " + progress_line(row))
+    return [row for _, row in sorted(measured, key=lambda pair: pair[0])]  # in the order of the cases
 
 
 def progress_line(row: dict[str, Any]) -> str:

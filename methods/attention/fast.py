@@ -92,9 +92,13 @@ def around_statistics(factory: Callable[[], contextlib.AbstractContextManager]):
 def statistic(fn: F) -> F:
     """No autograd and no autocast: the statistics run in their `compute_dtype` whatever region
     calls them (under autocast their matmuls would run in 16 bits, the float32 upcast wasted).
-    Only the outermost call of nested statistics sets this up (and enters `around_statistics`)."""
+    Only the outermost call of nested statistics sets this up (and enters `around_statistics`);
+    under `torch.compile` a plain no-grad, autocast-off region, which dynamo traces in one graph."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        if torch.compiler.is_compiling():  # what dynamo traces without a graph break (no hooks there)
+            with torch.no_grad(), torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
+                return fn(*args, **kwargs)
         depth = getattr(_depth, "value", 0)
         if depth:
             return fn(*args, **kwargs)

@@ -95,6 +95,14 @@ def test_statistics_stay_float32_under_autocast(module):
         assert inside.dtype == torch.float32 and torch.equal(inside, plain), name
 
 
+def test_statistics_compile_in_one_graph_and_stay_float32_under_autocast():
+    layers = [LayerQK(q=l.q.float(), k=l.k.float(), scale=l.scale) for l in random_layers(11)]
+    compiled = torch.compile(lambda: fast.rollout_row(layers), backend="eager", fullgraph=True)  # no graph break
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = compiled()
+    assert out.dtype == torch.float32 and torch.equal(out, fast.rollout_row(layers))
+
+
 def test_default_slice_budget_is_per_device_and_overridable(monkeypatch):
     layer = random_layers(40, batch=2, heads=4)[0]  # B·H·N = 320 elements per query row
     monkeypatch.delenv(fast.CHUNK_ELEMENTS_ENV, raising=False)

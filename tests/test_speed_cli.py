@@ -55,6 +55,8 @@ def test_with_data_reports_the_loader_to_synthetic_ratio(demo_root, tmp_path, si
     (["--warmup", "0"], "--warmup and --steps must be >= 1"),
     (["--with-data", "nosuch"], "nosuch"),
     (["--methods", "nosuch"], "unknown method"),
+    (["--interleave", "some"], "--interleave must be one of off, modes, all"),
+    (["--clock", "sundial"], "--clock must be one of auto, thread, wall"),
 ])
 def test_bad_input_is_one_line_and_status_2(flags, expected, capsys, tmp_path):
     args = ["speed", "--device", "cpu", "--results-dir", str(tmp_path), *flags]

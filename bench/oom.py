@@ -18,8 +18,14 @@ import gc
 import torch
 
 
+CPU_ALLOCATION_FAILURE = "can't allocate memory"  # DefaultCPUAllocator's RuntimeError (no OutOfMemoryError type)
+
+
 def is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+    """Out of memory on a GPU, or the CPU allocator refusing an allocation: the batch probe halves
+    on both, and a cell that fails so is recorded `oom`."""
+    message = str(exc).lower()
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in message or CPU_ALLOCATION_FAILURE in message
 
 
 def _release(device: torch.device) -> None:

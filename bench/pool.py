@@ -98,7 +98,7 @@ def crash_record(cell: Cell, results_dir: Path, returncode: int, log: Path) -> d
 class CellPool:
     def __init__(self, cells: list[Cell], base_argv: list[str], results_dir: Path, slots: list[str],
                  progress: bool = True, stop: StopRequest | None = None, max_running: int | None = None,
-                 progress_style: str = "bar", claims: CellClaims | None = None):
+                 progress_style: str = "bar", cpu_threads: int | None = None, claims: CellClaims | None = None):
         too_big = [c for c in cells if c.world_size > len(slots)]
         if too_big:
             from bench.errors import UsageError
@@ -114,7 +114,8 @@ class CellPool:
         self.running: list[Worker] = []
         self.max_running = max_running or len(slots)
         self.logs = self.results_dir / "logs"
-        self.cpu_threads = max(1, (os.cpu_count() or 1) // len(slots))  # one process per slot
+        # CPU threads per worker: `--threads`, else the cores shared out, one process per slot
+        self.cpu_threads = cpu_threads or max(1, (os.cpu_count() or 1) // len(slots))
         self.claims = claims  # one trainer per cell across commands sharing the results folder
 
     def _start(self, cell: Cell) -> None:

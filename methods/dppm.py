@@ -23,8 +23,9 @@ Two implementations side by side, same numbers:
 
 - fast, batched on the device (`rollout_scores` = `methods.attention.fast.residual_rollout_column_mean`,
   `patch_boxes`): scores by pushing one row vector through the layers (no N×N×N products), components by 8-neighbour min-label propagation
-  with pointer jumping, boxes by masked min/max; no per-sample loop, one host sync per few
-  propagation rounds per batch (the convergence check);
+  with pointer jumping, boxes by masked min/max; no per-sample loop, no host-to-device copy and
+  no stream synchronisation (on CUDA the convergence check reads flags copied asynchronously to
+  pinned memory, waiting only when it runs a few checks ahead of the device: `ConvergenceFlag`);
 - reference, the released code's way (`methods.attention.reference.residual_rollout_column_mean`
   for the scores, `patch_boxes_reference`): a per-sample CPU loop with `scipy.ndimage.label`.
 """
@@ -82,8 +83,8 @@ def label_components(mask: torch.Tensor, check_every: int = 4) -> torch.Tensor:
     to its target's label (lab ← lab[lab], valid because a label is always the index of a cell of
     the same component, no larger than its own). The component minimum can only spread, so the
     fixed point is that minimum everywhere; the loop stops when a round changes nothing (checked
-    every `check_every` rounds: one host sync each) and never runs more than Gh·Gw rounds, enough
-    for min-propagation alone.
+    every `check_every` rounds, without a stream sync on CUDA: `ConvergenceFlag`) and never runs
+    more than Gh·Gw rounds, enough for min-propagation alone.
     """
     if mask.ndim != 3:
         raise ValueError(f"mask must be [B, Gh, Gw], got {tuple(mask.shape)}")
@@ -91,8 +92,9 @@ def label_components(mask: torch.Tensor, check_every: int = 4) -> torch.Tensor:
     n = Gh * Gw
     # float32 holds every index exactly for grids up to 4096×4096 and max_pool2d needs floats
     index = torch.arange(n, device=mask.device, dtype=torch.float32).view(1, Gh, Gw).expand(B, Gh, Gw)
-    background = torch.tensor(float(n), device=mask.device)
+    background = float(n)  # a Python scalar: no host-to-device copy
     labels = torch.where(mask, index, background)
+    converged = ConvergenceFlag(mask.device)
     for round_ in range(1, n + 1):
         previous = labels
         neighbourhood_min = -F.max_pool2d(-labels[:, None], kernel_size=3, stride=1, padding=1)[:, 0]
@@ -100,9 +102,43 @@ def label_components(mask: torch.Tensor, check_every: int = 4) -> torch.Tensor:
         flat = labels.flatten(1)
         jumped = flat.gather(1, flat.long().clamp(max=n - 1)).view_as(labels)
         labels = torch.where(mask, jumped, background)
-        if round_ % check_every == 0 and torch.equal(labels, previous):
+        if round_ % check_every == 0 and converged(labels, previous):
             break
     return labels.long()
+
+
+class ConvergenceFlag:
+    """`flag(labels, previous)`: has a labelling round changed nothing, without a stream sync.
+
+    On a CPU it compares directly. On CUDA each check copies a device-side "unchanged" flag into
+    pinned host memory asynchronously and records an event; a check reads the flags whose events
+    have completed (`Event.query`, which never blocks). The loop may run past the fixed point while
+    flags are in flight, which changes nothing (a round maps a fixed point to itself). When
+    `max_ahead` flags are pending (the device is still busy with earlier work, e.g. the forward
+    pass), the host waits for the oldest by polling its event, so it never queues more than
+    `max_ahead` checks of rounds past what the device has done."""
+
+    def __init__(self, device: torch.device, max_ahead: int = 4):
+        self.cuda = device.type == "cuda"
+        self.max_ahead = max_ahead
+        self.pending: list[tuple[torch.Tensor, torch.cuda.Event]] = []
+
+    def __call__(self, labels: torch.Tensor, previous: torch.Tensor) -> bool:
+        if not self.cuda:
+            return torch.equal(labels, previous)
+        host = torch.empty((), dtype=torch.bool, pin_memory=True)
+        host.copy_((labels == previous).all(), non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self.pending.append((host, event))
+        if len(self.pending) > self.max_ahead:
+            while not self.pending[0][1].query():
+                pass
+        while self.pending and self.pending[0][1].query():
+            flag, _ = self.pending.pop(0)
+            if bool(flag):
+                return True
+        return False
 
 
 def largest_component_boxes(mask: torch.Tensor, check_every: int = 4) -> torch.Tensor:
@@ -125,10 +161,9 @@ def largest_component_boxes(mask: torch.Tensor, check_every: int = 4) -> torch.T
     c0 = torch.where(chosen, cols, Gw).amin(dim=(1, 2))
     r1 = torch.where(chosen, rows, -1).amax(dim=(1, 2)) + 1
     c1 = torch.where(chosen, cols, -1).amax(dim=(1, 2)) + 1
-    boxes = torch.stack([r0, c0, r1, c1], dim=1)
-    full = torch.tensor([0, 0, Gh, Gw], device=mask.device)
-    empty = ~mask.flatten(1).any(dim=1)
-    return torch.where(empty[:, None], full, boxes)
+    empty = ~mask.flatten(1).any(dim=1)  # the whole grid (0, 0, Gh, Gw), from scalars: no host copy
+    return torch.stack([torch.where(empty, bound, side) for bound, side in ((0, r0), (0, c0), (Gh, r1), (Gw, c1))],
+                       dim=1)
 
 
 def pixel_boxes(grid_boxes: torch.Tensor, patch: int, offset: str = "released") -> torch.Tensor:

@@ -18,9 +18,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def cli_env(**extra: str) -> dict[str, str]:
-    """Environment for `bench.py` subprocesses: CPU only, offline, no stray accelerate config."""
+    """Environment for `bench.py` subprocesses: CPU only, offline, no stray accelerate config, one
+    OpenMP thread (tiny models gain nothing from more, and on a busy machine threads that wait on
+    each other make a seconds-long run take minutes)."""
     env = dict(os.environ)
-    env.update(CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1", ACCELERATE_CONFIG_FILE=os.devnull)
+    env.update(CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1", ACCELERATE_CONFIG_FILE=os.devnull, OMP_NUM_THREADS="1")
     env.pop("ACCELERATE_MIXED_PRECISION", None)
     env.update(extra)
     return env

@@ -84,6 +84,39 @@ def test_statistics_run_in_float32_or_wider_without_grad():
         assert out.dtype == torch.float32 and not out.requires_grad
 
 
+@pytest.mark.parametrize("module", [fast, reference])
+def test_statistics_stay_float32_under_autocast(module):
+    """A bf16 autocast region around the statistics changes nothing: their matmuls run in float32."""
+    layers = [LayerQK(q=l.q.float(), k=l.k.float(), scale=l.scale) for l in random_layers(11)]
+    for name in STATISTICS:
+        plain = call(module, name, layers, 0, 4)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            inside = call(module, name, layers, 0, 4)
+        assert inside.dtype == torch.float32 and torch.equal(inside, plain), name
+
+
+def test_statistics_compile_in_one_graph_and_stay_float32_under_autocast():
+    layers = [LayerQK(q=l.q.float(), k=l.k.float(), scale=l.scale) for l in random_layers(11)]
+    compiled = torch.compile(lambda: fast.rollout_row(layers), backend="eager", fullgraph=True)  # no graph break
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = compiled()
+    assert out.dtype == torch.float32 and torch.equal(out, fast.rollout_row(layers))
+
+
+def test_default_slice_budget_is_per_device_and_overridable(monkeypatch):
+    layer = random_layers(40, batch=2, heads=4)[0]  # B·H·N = 320 elements per query row
+    monkeypatch.delenv(fast.CHUNK_ELEMENTS_ENV, raising=False)
+    assert fast.chunk_size(layer, None) == min(40, fast.DEFAULT_CHUNK_ELEMENTS["cpu"] // 320)
+    monkeypatch.setenv(fast.CHUNK_ELEMENTS_ENV, "960")
+    assert fast.chunk_size(layer, None) == 3 and fast.chunk_size(layer, 7) == 7
+    got = fast.rollout_row(random_layers(40), chunk=None)
+    monkeypatch.delenv(fast.CHUNK_ELEMENTS_ENV)
+    assert (got - reference.rollout_row(random_layers(40))).abs().max().item() <= 1e-10
+    monkeypatch.setenv(fast.CHUNK_ELEMENTS_ENV, "lots")
+    with pytest.raises(ValueError, match=fast.CHUNK_ELEMENTS_ENV):
+        fast.chunk_size(layer, None)
+
+
 def tiny_vit(depth: int = 3, img_size: int = 24, patch: int = 4, dim: int = 16, heads: int = 4, **kw):
     cfg = BackboneConfig(img_size=img_size, patch_size=patch, embed_dim=dim, depth=depth, num_heads=heads,
                          drop_rate=0.0, **kw)

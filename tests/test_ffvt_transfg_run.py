@@ -11,11 +11,10 @@ import torch
 
 from bench.matrix import MatrixSpec, build_cells
 from bench.schedule import build_scheduler
-from conftest import cli_env, run_bench
+from bench.cli import main
 from methods import parse_method_spec
 
 # one thread: on a shared 2-core machine OpenMP spinning makes small ops 10x slower
-ENV = cli_env(OMP_NUM_THREADS="1")
 
 COMMON = dict(optimizer="sgd", momentum=0.9, weight_decay=0.0, warmup_steps=500, schedule="cosine", clip_grad=1.0,
               label_smoothing=0.0)
@@ -91,11 +90,11 @@ def test_bad_options_are_one_line_and_exit_2(fast_run_args, capsys, args, messag
     assert len(lines) == 1 and message in lines[0], lines
 
 
-def test_ffvt_and_transfg_train_record_and_report(fast_run_args, tmp_path):
+def test_ffvt_and_transfg_train_record_and_report(fast_run_args, tmp_path, capsys, single_thread):
     small = ["--batch-size", "8", "--img-size", "32", "--resize-size", "36", "--eval-every", "4",
              "--opt", "ffvt.num_tokens=4", "--opt", "transfg.slide_step=6"]
-    proc = run_bench("--methods", "ffvt,transfg:overlap", *fast_run_args, *small, env=ENV)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    status = main(["--methods", "ffvt,transfg:overlap", *fast_run_args, *small])
+    assert status == 0, capsys.readouterr().err[-2000:]
     records = {r["method"]: r for r in (json.loads(p.read_text())
                                         for p in Path(tmp_path / "results" / "runs").rglob("*.json"))}
     assert set(records) == {"ffvt", "transfg"}
@@ -107,6 +106,8 @@ def test_ffvt_and_transfg_train_record_and_report(fast_run_args, tmp_path):
     assert records["transfg"]["variant"] == "overlap" and records["transfg"]["options"]["slide_step"] == 6
     assert records["transfg"]["train"]["losses_last"]["contrastive"] >= 0
     assert records["transfg"]["recipe"]["lr_step_offset"] == 1 and records["ffvt"]["recipe"]["lr_step_offset"] == 0
-    report = run_bench("report", "--results-dir", str(tmp_path / "results"), env=ENV)
-    assert report.returncode == 0, report.stderr[-2000:]
-    assert "ffvt" in report.stdout and "transfg" in report.stdout
+    capsys.readouterr()
+    status = main(["report", "--results-dir", str(tmp_path / "results")])
+    report = capsys.readouterr()
+    assert status == 0, report.err[-2000:]
+    assert "ffvt" in report.out and "transfg" in report.out

@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from bench.errors import UsageError
 from bench.matrix import MatrixSpec, build_cells
 from bench.recipe import Recipe
-from conftest import cli_env, run_bench
 from google_layout import vit_arrays, write_npz
 from methods import get_method, parse_method_spec
 from methods.attention import set_attention_mode
@@ -190,11 +189,12 @@ def test_cub_recipe_is_the_released_one():
     assert cell.precision == "no"
 
 
-def test_trains_and_records_global_local_and_sum_beside_the_eager_path(fast_run_args, tmp_path):
+def test_trains_and_records_global_local_and_sum_beside_the_eager_path(fast_run_args, tmp_path, capsys):
+    from bench.cli import main
+
     small = ["--batch-size", "8", "--img-size", "32", "--resize-size", "36", "--eval-every", "4"]
-    proc = run_bench("--methods", "ramstrans,ramstrans:eager", *fast_run_args, *small,
-                     env=cli_env(OMP_NUM_THREADS="1"))
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    status = main(["--methods", "ramstrans,ramstrans:eager", *fast_run_args, *small])
+    assert status == 0, capsys.readouterr().err[-2000:]
     records = [json.loads(p.read_text()) for p in Path(tmp_path / "results" / "runs").rglob("*.json")]
     assert sorted((r["method"], r["variant"] or "") for r in records) == [("ramstrans", ""), ("ramstrans", "eager")]
     for record in records:
@@ -212,3 +212,18 @@ def test_bad_option_is_one_line_and_exit_2(fast_run_args, capsys):
     assert main(["--methods", "ramstrans", "--opt", "eval_logits=best", *fast_run_args]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "eval_logits must be one of global, local, sum" in lines[0], lines
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (host-device syncs exist only there)")
+@pytest.mark.parametrize("variant", [None, "paper"])
+def test_training_forward_does_not_sync_host_and_device(variant):
+    """The fused DPPM (rollout, labelling with its convergence check, boxes) and the crop stay on
+    the device: no pageable copy, no `.item()`, no stream synchronisation in a training forward."""
+    model = peaky(build(variant)).cuda().train()
+    x, y = images().cuda(), torch.arange(6, device="cuda") % CLASSES
+    model(x, y)  # first step: kernel selection, pinned-memory pool
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        model(x, y)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)

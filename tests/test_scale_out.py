@@ -193,6 +193,15 @@ def test_oom_halves_the_batch_and_keeps_the_global_batch(fast_run_args, tmp_path
     assert rec["recipe"]["eval_batch_size"] == 64 and rec["eval_batch_size"] == 8  # evaluation fitted too
 
 
+def test_a_cpu_allocation_failure_is_out_of_memory_for_the_probe():
+    from bench.oom import is_oom
+
+    with pytest.raises(RuntimeError) as failure:
+        torch.empty(1 << 60, dtype=torch.uint8)  # the CPU allocator's own failure, not a CUDA one
+    assert not isinstance(failure.value, torch.OutOfMemoryError) and is_oom(failure.value)
+    assert not is_oom(RuntimeError("shape mismatch"))
+
+
 def test_next_smaller_divisor_keeps_the_global_batch_exact():
     assert [next_smaller_divisor(12, b) for b in (12, 6, 3)] == [6, 3, 1]
     assert next_smaller_divisor(32, 32) == 16 and next_smaller_divisor(7, 7) == 1

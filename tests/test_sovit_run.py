@@ -5,16 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import cli_env, run_bench
+from bench.cli import main
 
 # one thread: on a shared 2-core machine OpenMP spinning makes small convolutions 10x slower
-ENV = cli_env(OMP_NUM_THREADS="1")
 
 
-def test_sovit_and_sovit7_train_and_report(fast_run_args, tmp_path):
+def test_sovit_and_sovit7_train_and_report(fast_run_args, tmp_path, capsys, single_thread):
     small = ["--batch-size", "8", "--img-size", "32", "--resize-size", "36", "--eval-every", "4"]
-    proc = run_bench("--methods", "sovit,sovit7", *fast_run_args, *small, env=ENV)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    status = main(["--methods", "sovit,sovit7", *fast_run_args, *small])
+    assert status == 0, capsys.readouterr().err[-2000:]
     records = {r["method"]: r for r in (json.loads(p.read_text())
                                         for p in Path(tmp_path / "results" / "runs").rglob("*.json"))}
     assert set(records) == {"sovit", "sovit7"}
@@ -25,9 +24,11 @@ def test_sovit_and_sovit7_train_and_report(fast_run_args, tmp_path):
     assert records["sovit"]["options"]["dropout"] == 0.5
     assert records["sovit7"]["recipe_sources"]["optimizer"].startswith("preset")  # tiny preset above the method
     assert records["sovit7"]["recipe"]["label_smoothing"] == 0.1  # the method's own recipe
-    report = run_bench("report", "--results-dir", str(tmp_path / "results"), env=ENV)
-    assert report.returncode == 0, report.stderr[-2000:]
-    assert "sovit7" in report.stdout and "sovit" in report.stdout.replace("sovit7", "")
+    capsys.readouterr()
+    status = main(["report", "--results-dir", str(tmp_path / "results")])
+    report = capsys.readouterr()
+    assert status == 0, report.err[-2000:]
+    assert "sovit7" in report.out and "sovit" in report.out.replace("sovit7", "")
 
 
 def test_bad_sovit_option_is_one_line_and_exit_2(fast_run_args, capsys):

@@ -79,7 +79,7 @@ def test_warmup_steps_are_excluded_from_the_rates():
         assert row[f"{phase}_step_ms_median"] == 1000.0 and row[f"{phase}_step_ms_p90"] == 1000.0
         assert row[f"{phase}_samples_per_sec"] == 4.0
         assert row[f"{phase}_first_step_s"] == 100.0
-    assert model.calls == {True: 7, False: 7}  # warm-up + timed, nothing else
+    assert model.calls == {True: 8, False: 7}  # warm-up + timed, and one profiled training step
 
 
 def test_out_of_memory_backs_off_down_timms_schedule():
@@ -209,3 +209,86 @@ def test_outputs_keep_the_schema_and_the_table_shows_the_ratio(tmp_path):
     assert '"train_step_ms": [' in paths[1].read_text()
     assert "fused/eager train" in text and "1.50" in text
     assert paths[2].read_text().count("| vit") == 2
+
+
+class LoggedModel(ScriptedModel):
+    """A scripted model that writes its name to a shared log at every training/inference call."""
+
+    def __init__(self, clock: FakeClock, log: list, name: str, **kw):
+        super().__init__(clock, **kw)
+        self.log, self.name = log, name
+
+    def forward(self, images, targets=None):
+        self.log.append((self.name, self.training))
+        return super().forward(images, targets)
+
+
+def test_interleaved_cases_alternate_step_by_step_and_a_failure_leaves_the_rotation():
+    clock, log = FakeClock(), []
+    models = {"a": LoggedModel(clock, log, "a", slow_calls=2), "b": LoggedModel(clock, log, "b"),
+              "c": LoggedModel(clock, log, "c", error="shape mismatch")}
+    cases = []
+    for name, model in models.items():
+        workload = scripted_workload(model)
+        workload.attention = name  # three "modes" of one method: one group
+        cases.append(Case(workload))
+    settings = Settings(CPU, "no", warmup=2, steps=3, counter="torch", clock=clock, interleave="modes")
+    rows = run_suite(cases, settings, log=lambda text: None)
+    assert [r["attention"] for r in rows] == ["a", "b", "c"]
+    training = [name for name, train in log if train][1:]  # the first: the MAC count's (case a's model, slow)
+    assert training[:3] == ["a", "b", "c"] and training[3:11] == ["a", "b"] * 4  # c dropped out after its step
+    a, b, c = rows
+    assert a["train_step_ms"] == [1000.0] * 3 and a["train_first_step_s"] == 100.0  # the slow first step left out
+    assert a["train_samples_per_sec"] == b["train_samples_per_sec"] == 4.0 and a["infer_timed_steps"] == 3
+    assert a["error"] is None and b["error"] is None and a["train_saved_mb"] is not None
+    assert "train: RuntimeError: shape mismatch" in c["error"] and c.get("train_samples_per_sec") is None
+
+
+def test_step_memory_counts_saved_activations_once_and_leaves_parameters_out():
+    from bench.speed.activations import replay_peak, step_memory
+
+    assert replay_peak([(2, -5), (0, 10), (1, 4), (3, 1)]) == 14
+    model = nn.Sequential(nn.Linear(100, 1000), nn.ReLU(), nn.Linear(1000, 10))
+    x = torch.randn(64, 100)
+    memory = step_memory(lambda: model(x).sum().backward(), model, CPU)
+    # the input (saved by the first matmul) and the ReLU output (saved by ReLU and the second matmul)
+    assert memory["train_saved_mb"] * 2**20 == 64 * 100 * 4 + 64 * 1000 * 4
+    assert memory["train_peak_live_mb"] * 2**20 >= 64 * 1000 * 4 * 2  # pre-activation and ReLU output
+
+
+def test_eager_attention_saves_its_maps_for_backward_and_fused_does_not(single_thread):
+    memory = {}
+    for attention in ("eager", "fused"):
+        workload = method_workload(get_method("vit"), None, attention, get_preset("tiny"), None, 64, 4, 10, {})
+        settings = Settings(CPU, "no", warmup=1, steps=1, counter="torch")
+        [row] = run_suite([Case(workload)], settings, log=lambda text: None)
+        memory[attention] = row["train_saved_mb"] * 2**20
+    maps = 4 * 4 * 65 * 65 * 4 * 4  # batch 4, 4 heads, 65 tokens, float32, 4 blocks
+    logsumexp = 4 * 4 * 65 * 4 * 4  # what fused attention saves instead: one float a row
+    assert memory["eager"] - memory["fused"] == maps - logsumexp
+
+
+class WithRollout(nn.Module):
+    """A ViT whose forward also computes a rollout statistic from its blocks' q/k."""
+
+    def __init__(self, classifier):
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, images, targets=None):
+        from methods.attention import AttentionCapture
+
+        with AttentionCapture(self.classifier.vit.blocks) as capture:
+            out = self.classifier(images, targets)
+        capture.statistics.rollout_row(capture.layers)
+        capture.statistics.residual_rollout_column_mean(capture.layers)
+        return out
+
+
+@pytest.mark.parametrize("counter", ["torch", "deepspeed"])
+def test_model_macs_leave_the_attention_statistics_out(counter, single_thread):
+    if counter == "deepspeed":
+        pytest.importorskip("deepspeed", reason="the deepspeed extra is not installed")
+    workload = method_workload(get_method("vit"), None, "fused", get_preset("tiny"), None, 32, 2, 10, {})
+    gmacs = model_gmacs(lambda: WithRollout(workload.build()), 32, 10, CPU, resolve_counter(counter))
+    assert gmacs["infer_gmacs"] * 1e9 == pytest.approx(tiny_vit_macs(32, 10), rel=1e-9)

@@ -8,15 +8,15 @@ import torch
 
 from bench.cli import main
 from bench.speed.output import CSV_COLUMNS
-from tests.conftest import run_bench
 
 SMALL = ["--preset", "tiny", "--device", "cpu", "--img-size", "32", "--batch-size", "4", "--warmup", "1",
          "--steps", "2", "--flop-counter", "torch"]
 
 
-def test_speed_writes_the_csv_and_prints_the_table_last(tmp_path):
-    out = run_bench("speed", "--methods", "vit", *SMALL, "--peak-tflops", "0.5", "--results-dir", str(tmp_path))
-    assert out.returncode == 0, out.stderr
+def test_speed_writes_the_csv_and_prints_the_table_last(tmp_path, capsys, single_thread):
+    status = main(["speed", "--methods", "vit", *SMALL, "--peak-tflops", "0.5", "--results-dir", str(tmp_path)])
+    out = capsys.readouterr()
+    assert status == 0, out.err
     torch_tag = "".join(torch.__version__.split("+")[0].split("."))
     csv = tmp_path / f"speed-tiny-fp32-pt{torch_tag}-cpu.csv"
     assert csv.is_file() and csv.with_suffix(".json").is_file() and csv.with_suffix(".md").is_file()
@@ -29,7 +29,7 @@ def test_speed_writes_the_csv_and_prints_the_table_last(tmp_path):
     assert fused.flop_counter.startswith("torch ") and fused.flop_counter.endswith("FlopCounterMode")
     assert (frame.train_timed_steps == 2).all() and (frame.train_batch_size == 4).all()
     assert frame.error.isna().all()
-    last = out.stdout.strip().splitlines()
+    last = out.out.strip().splitlines()
     assert last[-1].startswith("| vit ") and "fused" in last[-1]
     assert any(line.startswith("| method") and "fused/eager train" in line for line in last[-4:])
 
@@ -55,6 +55,8 @@ def test_with_data_reports_the_loader_to_synthetic_ratio(demo_root, tmp_path, si
     (["--warmup", "0"], "--warmup and --steps must be >= 1"),
     (["--with-data", "nosuch"], "nosuch"),
     (["--methods", "nosuch"], "unknown method"),
+    (["--interleave", "some"], "--interleave must be one of off, modes, all"),
+    (["--clock", "sundial"], "--clock must be one of auto, thread, wall"),
 ])
 def test_bad_input_is_one_line_and_status_2(flags, expected, capsys, tmp_path):
     args = ["speed", "--device", "cpu", "--results-dir", str(tmp_path), *flags]

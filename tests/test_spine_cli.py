@@ -37,6 +37,7 @@ def record_files(results: Path) -> list[Path]:
     (["--opt", "num_tokens=3"], "no selected method has this option"),
     (["--methods", "vit:fast"], "unknown variant 'vit:fast'"),
     (["--steps", "0"], "steps must be >= 1"),
+    (["--threads", "0"], "--threads must be >= 1, got 0"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, fragment, tmp_path, capsys):
     assert main([*args, "--results-dir", str(tmp_path), "--data-root", str(tmp_path)]) == 2
@@ -187,3 +188,15 @@ def test_run_summary_compares_with_vit_when_the_matrix_ran_it(fast_run_args, cap
     assert main(fast_run_args + ["--methods", "sovit", "--seeds", "0"]) == 0  # no vit in this matrix: no baseline
     rows = {line.split("|")[1].strip(): line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")}
     assert "vs vit" not in rows["sovit"]
+
+
+def test_threads_flag_sets_and_records_the_intra_op_threads(fast_run_args, tmp_path):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert main(fast_run_args + ["--methods", "vit", "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    [path] = record_files(tmp_path / "results")
+    assert json.loads(path.read_text())["env"]["torch_threads"] == 1

@@ -58,6 +58,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="decode-and-resize cache folder (default: $XDG_CACHE_HOME/fgbench or ~/.cache/fgbench)")
     d.add_argument("--no-cache", action="store_true", help="decode and resize every image every time")
     d.add_argument("--workers", type=int, default=None, help="data-loader worker processes (default: 0 on CPU, 8 on GPU)")
+    d.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU intra-op threads of each training process (default: torch's, or the cores divided "
+                        "among --parallel cells workers; 1 is fastest on a shared, busy machine); recorded as "
+                        "env.torch_threads")
     r = p.add_argument_group("recipe overrides (default: method, dataset card and preset)")
     r.add_argument("--steps", type=int, help="optimizer updates")
     r.add_argument("--batch-size", type=int, help="per device")
@@ -166,11 +170,15 @@ def run(args: argparse.Namespace) -> int:
 
     watch_driver()  # a --parallel cells worker: end with the driver that started it
 
-    for name in ("workers", "checkpoint_every", "slots"):
+    for name, least in (("workers", 0), ("checkpoint_every", 0), ("slots", 1), ("threads", 1)):
         value = getattr(args, name)
-        if value is not None and value < (1 if name == "slots" else 0):
-            raise UsageError(f"--{name.replace('_', '-')} must be >= {1 if name == 'slots' else 0}, got {value}")
+        if value is not None and value < least:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= {least}, got {value}")
     parse_log_with(args.log_with)  # a missing tracker package fails here, before any cell
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     launched = launched_world_size()
     if launched and args.parallel == "cells":
         raise UsageError("--parallel cells starts its own workers: run it with plain `python bench.py`, "
@@ -276,7 +284,7 @@ def run_pool(cells, args: argparse.Namespace, paths: dict) -> int:
     try:
         style = resolve_style(args.progress)
         pool = CellPool(todo, _worker_argv(args.raw_argv), args.results_dir, slots, progress=style != "none",
-                        stop=stop, max_running=at_once, progress_style=style,
+                        stop=stop, max_running=at_once, progress_style=style, cpu_threads=args.threads,
                         claims=CellClaims(args.results_dir, args.rerun, fingerprints))
         pool.run()
     finally:

@@ -40,6 +40,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     t.add_argument("--threads", type=int, default=None,
                    help="CPU intra-op threads (default on a CPU: 1, stable on a shared machine; 0: torch's default)")
+    t.add_argument("--clock", default="auto", metavar="{auto,thread,wall}",
+                   help="step timer on a CPU: thread (this thread's CPU time: the work done, whatever else the "
+                        "machine runs; exact with one thread), wall, or auto (default: thread at one thread, else "
+                        "wall). A GPU is always timed by CUDA events or synchronised wall time")
+    t.add_argument("--interleave", default=None, metavar="{modes,all,off}",
+                   help="alternate the steps of cases one by one: modes (the attention modes of each method; "
+                        "default on a CPU), all (every case of one size and batch), off (case after case, with "
+                        "out-of-memory back-off; default on a GPU)")
     t.add_argument("--warmup", type=int, default=None, help="untimed steps per phase (default 10 on a GPU, 3 on a CPU)")
     t.add_argument("--steps", type=int, default=None, help="timed steps per phase (default 30 on a GPU, 10 on a CPU)")
     t.add_argument("--flop-counter", default="auto", metavar="{auto,deepspeed,torch}",
@@ -94,6 +102,24 @@ def device_label(env: dict, device) -> str:
     return f"CPU ({env['cpu']}, {env['cpu_count']} cores, {threads} thread{'s' if threads > 1 else ''})"
 
 
+CLOCKS = ("auto", "thread", "wall")
+
+
+def step_clock(name: str, device):
+    """(label, clock) timing a step on this device: thread CPU time or wall time (`--clock`)."""
+    import time
+
+    import torch
+
+    if name not in CLOCKS:
+        raise UsageError(f"--clock must be one of {', '.join(CLOCKS)}, got {name!r}")
+    if device.type == "cuda":
+        return "cuda", time.perf_counter  # events or synchronised wall time; the host clock is only the fallback
+    if name == "auto":
+        name = "thread" if torch.get_num_threads() == 1 else "wall"
+    return (name, time.thread_time) if name == "thread" else (name, time.perf_counter)
+
+
 def check_options(specs, options: dict) -> None:
     from bench.matrix import check_option_overrides
 
@@ -115,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     from bench.speed.output import file_stem, table, write_outputs
     from bench.speed.peaks import matmul_precision, peak_tflops
     from bench.speed.ratios import add_ratios
-    from bench.speed.suite import Case, Settings, run_suite
+    from bench.speed.suite import INTERLEAVE, Case, Settings, run_suite
     from bench.speed.targets import check_targets
     from bench.speed.workload import default_axes, method_workload
     from methods.attention import ATTENTION_MODES
@@ -128,6 +154,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--threads must be >= 0, got {threads}")
     if threads:
         torch.set_num_threads(threads)
+    interleave = args.interleave or ("off" if device.type == "cuda" else "modes")
+    if interleave not in INTERLEAVE:
+        raise UsageError(f"--interleave must be one of {', '.join(INTERLEAVE)}, got {interleave!r}")
+    clock_name, clock = step_clock(args.clock, device)
     warmup, steps = DEFAULT_STEPS["cuda" if device.type == "cuda" else "cpu"]
     warmup = warmup if args.warmup is None else args.warmup
     steps = steps if args.steps is None else args.steps
@@ -168,10 +198,12 @@ def run(args: argparse.Namespace) -> int:
              for size in sizes for batch in batches for adapter, variant in specs
              for compiled in compile_axis for attention in attentions]
     peak, peak_source = peak_tflops(device, args.precision, args.peak_tflops)
-    settings = Settings(device, args.precision, warmup, steps, counter, peak, args.compile_backend, args.compile_mode)
+    settings = Settings(device, args.precision, warmup, steps, counter, peak, args.compile_backend, args.compile_mode,
+                        clock=clock, interleave=interleave)
     env = environment(device)
     print(f"fgbench speed: {len(cases)} cases on {device_label(env, device)}, precision {args.precision}, "
-          f"{warmup} warm-up + {steps} timed steps per phase; MACs by {counter_label(counter)}; peak: "
+          f"{warmup} warm-up + {steps} timed steps per phase, {clock_name} clock, interleave {interleave}; "
+          f"MACs by {counter_label(counter)}; peak: "
           f"{peak if peak else '-'} TFLOP/s ({peak_source})", flush=True)
 
     rows = add_ratios(run_suite(cases, settings, data))
@@ -180,6 +212,7 @@ def run(args: argparse.Namespace) -> int:
         row.update(preset=preset.name, precision=args.precision, flop_counter=counter_label(counter),
                    peak_tflops=peak, peak_source=peak_source, matmul_precision=matmul_precision(args.precision),
                    device=device.type, device_name=env["device_name"], threads=torch.get_num_threads(),
+                   clock=clock_name, interleave=interleave,
                    torch=versions["torch"],
                    cuda=env.get("cuda"), timm=versions["timm"], fgbench=env["fgbench"], git_sha=env["git_sha"])
     command = "python bench.py speed " + shlex.join(args.raw_argv)
@@ -187,7 +220,8 @@ def run(args: argparse.Namespace) -> int:
     notes = check_targets(rows, preset.name, args.precision)
     label = f"{device_label(env, device)}, {preset.name} preset, precision {args.precision}"
     meta = {"command": command, "device_label": label, "environment": env,
-            "settings": {"warmup": warmup, "steps": steps, "flop_counter": counter_label(counter),
+            "settings": {"warmup": warmup, "steps": steps, "clock": clock_name, "interleave": interleave,
+                         "flop_counter": counter_label(counter),
                          "peak_tflops": peak, "peak_source": peak_source, "dataset": args.with_data}}
     stem = file_stem(preset.name, args.precision, device, any(compile_axis))
     paths = write_outputs(rows, args.results_dir, stem, meta, text, notes)

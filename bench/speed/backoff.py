@@ -21,9 +21,7 @@ from bench.oom import is_oom
 
 def retryable(exc: BaseException) -> bool:
     """An out-of-memory error (CUDA, or the CPU allocator's) that leaves the device usable."""
-    message = str(exc)
-    oom = is_oom(exc) or "can't allocate memory" in message.lower()
-    return oom and check_batch_size_retry(message)
+    return is_oom(exc) and check_batch_size_retry(str(exc))
 
 
 def release(device: torch.device) -> None:

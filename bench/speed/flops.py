@@ -13,7 +13,11 @@ Counters (`--flop-counter`):
 - ``auto`` (default): ``deepspeed`` when it is installed, else ``torch``.
 
 What is counted: the fast-path (fused) model of the case, so the eager and fused rows of a method
-share one model-FLOPs figure (the eager reference's extra N×N work is waste, not model FLOPs).
+share one model-FLOPs figure (the eager reference's extra N×N work is waste, not model FLOPs),
+without the attention statistics (rollouts, MAWS scores): they select tokens, carry no gradient
+and are not the model's arithmetic, so counting them would inflate MFU (they are left out through
+`methods.attention.fast.around_statistics`: a nested counter subtracted for torch's, a scratch
+frame DeepSpeed's patched functions write into and that is dropped).
 Inference: an evaluation forward at batch 1 (timm's convention). Training: a training forward
 with targets at batch 2 (the smallest batch that methods mixing samples accept), per sample.
 Both in float32 and under `no_grad`.
@@ -21,6 +25,7 @@ Both in float32 and under `no_grad`.
 
 from __future__ import annotations
 
+import contextlib
 from importlib import metadata
 from typing import Any, Callable
 
@@ -29,6 +34,7 @@ from torch import nn
 
 from bench.errors import UsageError
 from bench.speed.steps import synthetic_batch
+from methods.attention.fast import around_statistics
 
 COUNTER_NAMES = ("auto", "deepspeed", "torch")
 
@@ -48,18 +54,38 @@ def torch_macs(model: nn.Module, run: Callable[[], Any]) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     _register_cpu_flash_attention()
-    with FlopCounterMode(display=False) as counter:
+    statistics: list[int] = []
+
+    @contextlib.contextmanager
+    def counted_apart():  # an inner mode sees the statistics' ops first; the outer one too
+        with FlopCounterMode(display=False) as inner:
+            yield
+        statistics.append(inner.get_total_flops())
+
+    with FlopCounterMode(display=False) as counter, around_statistics(counted_apart):
         run()
-    return counter.get_total_flops() // 2
+    return (counter.get_total_flops() - sum(statistics)) // 2
 
 
 def deepspeed_macs(model: nn.Module, run: Callable[[], Any]) -> int:
     from deepspeed.profiling.flops_profiler import FlopsProfiler
+    from deepspeed.profiling.flops_profiler import profiler as ds
+
+    @contextlib.contextmanager
+    def dropped():  # the patched functions append to the innermost frame: give them a scratch one
+        ds.module_flop_count.append([])
+        ds.module_mac_count.append([])
+        try:
+            yield
+        finally:
+            ds.module_flop_count.pop()
+            ds.module_mac_count.pop()
 
     profiler = FlopsProfiler(model)
     profiler.start_profile()
     try:
-        run()
+        with around_statistics(dropped):
+            run()
         return int(profiler.get_total_macs())
     finally:
         profiler.end_profile()

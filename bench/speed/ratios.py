@@ -2,8 +2,10 @@
 
 Rows pair up on (method, compile, image size, requested batch); the vs-ViT ratio also matches the
 attention mode. Rates are samples/s, so a pair whose batches backed off differently still compares
-throughput; memory ratios compare peak allocated device memory (no ratio on a CPU, where only the
-process's RSS is known).
+throughput. Memory: `train_memory_vs_eager` compares peak allocated CUDA memory (none on a CPU,
+where the process's RSS says nothing), `train_live_vs_eager` and `train_saved_vs_eager` the
+profiled step's peak live bytes and saved-for-backward bytes (`bench.speed.activations`), on any
+device.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
 
 
 def add_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Add `train/infer_speedup_vs_eager`, `train_memory_vs_eager`, `train_vs_vit` and `data_ratio` in place."""
+    """Add `train/infer_speedup_vs_eager`, the `train_*_vs_eager` memory ratios, `train_vs_vit` and `data_ratio` in place."""
     def key(row, method=None, attention=None):
         return (method or row["method"], attention or row["attention"], row["compile"], row["img_size"],
                 row["batch_size"])
@@ -32,6 +34,8 @@ def add_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row["train_speedup_vs_eager"] = ratio(row.get("train_samples_per_sec"), eager.get("train_samples_per_sec"))
         row["infer_speedup_vs_eager"] = ratio(row.get("infer_samples_per_sec"), eager.get("infer_samples_per_sec"))
         row["train_memory_vs_eager"] = ratio(row.get("train_peak_allocated_mb"), eager.get("train_peak_allocated_mb"))
+        row["train_live_vs_eager"] = ratio(row.get("train_peak_live_mb"), eager.get("train_peak_live_mb"))
+        row["train_saved_vs_eager"] = ratio(row.get("train_saved_mb"), eager.get("train_saved_mb"))
         row["train_vs_vit"] = ratio(row.get("train_samples_per_sec"), vit.get("train_samples_per_sec"))
         row["data_ratio"] = ratio(row.get("data_samples_per_sec"), row.get("train_samples_per_sec"))
     return rows

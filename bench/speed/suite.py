@@ -4,8 +4,13 @@ Per case, on a freshly built model: training on a synthetic batch, training fed 
 loader (`--with-data`), then inference on the synthetic batch. Training and inference each back
 off their batch on out-of-memory (`bench.speed.backoff`); the data phase runs at the batch
 training ran at. Peak memory is reset at the start of each synthetic phase (training: weights,
-gradients, optimizer state and activations; inference: weights and activations). A failing
-case becomes a row with an `error`, and the loop goes on.
+gradients, optimizer state and activations; inference: weights and activations), and one extra
+profiled training step gives the step's own peak and saved-for-backward bytes
+(`bench.speed.activations`). A failing case becomes a row with an `error`, and the loop goes on.
+
+`Settings.interleave` groups cases whose steps alternate one by one (`bench.speed.interleave`):
+``modes`` (the attention modes of one method, size, batch and compile setting), ``all`` (every
+case of one size and batch) or ``off`` (case after case, as above).
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ import torch
 
 from bench.errors import UsageError, one_line
 from bench.meters import PeakMemory
+from bench.speed.activations import step_memory
 from bench.speed.backoff import release, run_with_backoff
 from bench.speed.flops import model_gmacs
+from bench.speed.interleave import measure_interleaved
 from bench.speed.peaks import mfu
 from bench.speed.steps import InferStep, TrainStep, synthetic_batch
 from bench.speed.timing import synchronize, time_steps
@@ -39,6 +46,15 @@ class Settings:
     compile_backend: str = "inductor"
     compile_mode: str | None = None
     clock: Callable[[], float] = time.perf_counter
+    interleave: str = "off"  # a key of INTERLEAVE
+
+
+INTERLEAVE: dict[str, Callable[["Case"], tuple] | None] = {
+    "off": None,
+    "modes": lambda case: (case.workload.label, case.compiled, case.workload.recipe.img_size,
+                           case.workload.recipe.batch_size),
+    "all": lambda case: (case.workload.recipe.img_size, case.workload.recipe.batch_size),
+}
 
 
 @dataclass(frozen=True)
@@ -74,14 +90,18 @@ def train_phase(model, forward, workload: Workload, batch: int, settings: Settin
         images, targets = synthetic_batch(batch, workload.recipe.img_size, workload.num_classes, device)
     model.train()
     step = TrainStep(model, forward, workload, settings.precision, device)
-    memory = PeakMemory(device).start()
+    run = (lambda: step(images, targets)) if feed is None else (lambda: step(*feed()))
     try:
-        run = (lambda: step(images, targets)) if feed is None else (lambda: step(*feed()))
-        timing = time_steps(run, device, settings.warmup, settings.steps, batch, prefix, settings.clock)
+        memory = PeakMemory(device).start()
+        try:
+            timing = time_steps(run, device, settings.warmup, settings.steps, batch, prefix, settings.clock)
+        finally:
+            peak = memory.stop()
+        if feed is None:  # after the peak meter: its own, profiled step
+            timing.update(step_memory(run, model, device), **memory_columns(prefix, peak))
     finally:
-        peak = memory.stop()
         model.zero_grad(set_to_none=True)
-    return {**timing, **(memory_columns(prefix, peak) if feed is None else {})}
+    return timing
 
 
 def infer_phase(model, forward, workload: Workload, batch: int, settings: Settings) -> dict[str, Any]:
@@ -106,6 +126,16 @@ def measure_case(case: Case, settings: Settings, data=None) -> dict[str, Any]:
         release(settings.device)
 
 
+def build_model(case: Case, settings: Settings, row: dict[str, Any]) -> tuple:
+    """(model on the device, what a step calls: the model or its torch.compile wrapper); adds `param_count`."""
+    model = case.workload.build().to(settings.device)
+    row["param_count"] = sum(p.numel() for p in model.parameters()) / 1e6
+    forward = model
+    if case.compiled:
+        forward = torch.compile(model, backend=settings.compile_backend, mode=settings.compile_mode)
+    return model, forward
+
+
 def _measure(case: Case, settings: Settings, data) -> dict[str, Any]:
     workload, device = case.workload, settings.device
     requested = workload.recipe.batch_size
@@ -113,12 +143,9 @@ def _measure(case: Case, settings: Settings, data) -> dict[str, Any]:
                            "img_size": workload.recipe.img_size, "batch_size": requested}
     errors: list[str] = []
     try:
-        model = workload.build().to(device)
-        row["param_count"] = sum(p.numel() for p in model.parameters()) / 1e6
-        forward = model
         if case.compiled:
             torch._dynamo.reset()  # a fresh model: start from empty caches (and recompile limits)
-            forward = torch.compile(model, backend=settings.compile_backend, mode=settings.compile_mode)
+        model, forward = build_model(case, settings, row)
     except Exception as exc:  # noqa: BLE001 - e.g. a method without an eager mode: a row with the error
         row["error"] = one_line(f"{type(exc).__name__}: {exc}", limit=300)
         return row
@@ -161,33 +188,58 @@ def add_flops(row: dict[str, Any], gmacs: dict[str, float | None], peak: float |
     row["infer_mfu"] = mfu(row.get("infer_samples_per_sec"), gmacs.get("infer_gmacs"), peak, train=False)
 
 
+def groups(cases: Sequence[Case], interleave: str) -> list[list[Case]]:
+    """Cases measured together, in the order their first case comes (`INTERLEAVE`)."""
+    key = INTERLEAVE[interleave]
+    if key is None:
+        return [[case] for case in cases]
+    grouped: dict[tuple, list[Case]] = {}
+    for case in cases:
+        grouped.setdefault(key(case), []).append(case)
+    return list(grouped.values())
+
+
+def measure_group(group: list[Case], settings: Settings, data=None) -> list[dict[str, Any]]:
+    if len(group) == 1 or data is not None:  # the loader phase is measured case by case
+        return [measure_case(case, settings, data) for case in group]
+    if any(case.compiled for case in group):
+        torch._dynamo.reset()
+    try:
+        return measure_interleaved(group, settings, lambda case, row: build_model(case, settings, row))
+    finally:
+        release(settings.device)
+
+
 def run_suite(cases: Sequence[Case], settings: Settings, data=None,
               log=lambda text: print(text, file=sys.stderr, flush=True)) -> list[dict[str, Any]]:
-    """Every case in order (the eager and fused rows of a configuration next to each other), with
-    model GMACs counted once per method and size on the fused model, and MFU against the peak."""
+    """Every case (the eager and fused rows of a configuration next to each other), interleaved as
+    `settings.interleave` says, with model GMACs counted once per method and size on the fused
+    model, and MFU against the peak."""
     counted: dict[tuple, dict[str, float | None]] = {}
-    rows = []
-    for index, case in enumerate(cases, 1):
-        workload = case.workload
-        key = (workload.label, workload.recipe.img_size)
-        if key not in counted:
-            try:
-                counted[key] = model_gmacs(workload.build_fused, workload.recipe.img_size, workload.num_classes,
-                                           settings.device, settings.counter)
-            except Exception as exc:  # noqa: BLE001 - reported with the method's rows
-                counted[key] = {"infer_gmacs": None, "train_gmacs": None,
-                                "flops_error": one_line(f"{type(exc).__name__}: {exc}", limit=300)}
-            release(settings.device)
+    position = {id(case): index for index, case in enumerate(cases)}
+    measured: list[tuple[int, dict[str, Any]]] = []
+    for group in groups(cases, settings.interleave):
+        for case in group:
+            workload = case.workload
+            key = (workload.label, workload.recipe.img_size)
+            if key not in counted:
+                try:
+                    counted[key] = model_gmacs(workload.build_fused, workload.recipe.img_size, workload.num_classes,
+                                               settings.device, settings.counter)
+                except Exception as exc:  # noqa: BLE001 - reported with the method's rows
+                    counted[key] = {"infer_gmacs": None, "train_gmacs": None,
+                                    "flops_error": one_line(f"{type(exc).__name__}: {exc}", limit=300)}
+                release(settings.device)
         synchronize(settings.device)
-        row = measure_case(case, settings, data)
-        gmacs = dict(counted[key])
-        flops_error = gmacs.pop("flops_error", None)
-        if flops_error:
-            row["error"] = "; ".join(filter(None, [row.get("error"), f"flops: {flops_error}"]))
-        add_flops(row, gmacs, settings.peak_tflops)
-        rows.append(row)
-        log(f"[{index}/{len(cases)}] {case.describe}: " + progress_line(row))
-    return rows
+        for case, row in zip(group, measure_group(group, settings, data)):
+            gmacs = dict(counted[(case.workload.label, case.workload.recipe.img_size)])
+            flops_error = gmacs.pop("flops_error", None)
+            if flops_error:
+                row["error"] = "; ".join(filter(None, [row.get("error"), f"flops: {flops_error}"]))
+            add_flops(row, gmacs, settings.peak_tflops)
+            measured.append((position[id(case)], row))
+            log(f"[{len(measured)}/{len(cases)}] {case.describe}: " + progress_line(row))
+    return [row for _, row in sorted(measured, key=lambda pair: pair[0])]  # in the order of the cases
 
 
 def progress_line(row: dict[str, Any]) -> str:

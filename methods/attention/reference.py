@@ -5,7 +5,8 @@ do: materialise every layer's probability map (or reuse the one the block comput
 mode), take a second full softmax over the query axis for column statistics, and multiply the
 N×N matrices of all layers (O(N³) per layer). The tests hold the fast path to these in float64;
 `--opt attention=eager` runs them for side-by-side speed and memory figures.
-`chunk` is accepted for signature parity and ignored: nothing here is chunked.
+`chunk` is accepted for signature parity and ignored: nothing here is chunked. Like the fast path,
+no autograd and no autocast (`fast.statistic`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import torch
 
-from methods.attention.fast import compute_dtype
+from methods.attention.fast import compute_dtype, statistic
 
 if TYPE_CHECKING:
     from methods.attention.capture import LayerQK
@@ -38,17 +39,17 @@ def column_probs(layer: "LayerQK") -> torch.Tensor:
     return scores(layer).softmax(dim=-2)
 
 
-@torch.no_grad()
+@statistic
 def cls_row_softmax(layer: "LayerQK", token: int = 0) -> torch.Tensor:
     return row_probs(layer)[:, :, token, :]
 
 
-@torch.no_grad()
+@statistic
 def cls_column_softmax(layer: "LayerQK", token: int = 0) -> torch.Tensor:
     return column_probs(layer)[:, :, :, token]
 
 
-@torch.no_grad()
+@statistic
 def rollout_row(layers: Sequence["LayerQK"], token: int = 0, chunk: int | None = None) -> torch.Tensor:
     """TransFG's loop: R = A_0; R = A_i @ R for i = 1..n-1; then row `token`."""
     product = row_probs(layers[0])
@@ -57,7 +58,7 @@ def rollout_row(layers: Sequence["LayerQK"], token: int = 0, chunk: int | None =
     return product[:, :, token, :]
 
 
-@torch.no_grad()
+@statistic
 def rollout_column(layers: Sequence["LayerQK"], token: int = 0, chunk: int | None = None) -> torch.Tensor:
     """Mix-ViT's loop over column-softmax maps; then column `token`."""
     product = column_probs(layers[0])
@@ -66,7 +67,7 @@ def rollout_column(layers: Sequence["LayerQK"], token: int = 0, chunk: int | Non
     return product[:, :, :, token]
 
 
-@torch.no_grad()
+@statistic
 def residual_rollout_column_mean(layers: Sequence["LayerQK"], chunk: int | None = None) -> torch.Tensor:
     """RAMS-Trans' DPPM: head mean, add I, row-normalise, multiply (later on the left), column mean."""
     product = None

@@ -27,8 +27,12 @@ demo: install
 	$(BIN)/python bench.py explain --methods all --datasets demo --images 4
 	$(BIN)/python bench.py report
 
+# Two pytest workers, one OpenMP thread each: on 2 cores the tests' tiny ops gain nothing from
+# intra-op threads, and two processes keep both cores busy through the subprocess-heavy tests.
+TEST_WORKERS ?= 2
+
 test: install
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 clean-results:
 	rm -rf results/runs results/logs results/checkpoints results/leaderboard*.csv results/leaderboard.md results/leaderboard.tex results/runs.csv results/scaling.csv results/index.html \

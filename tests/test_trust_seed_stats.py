@@ -52,3 +52,17 @@ def test_shown_interval():
     assert shown_interval(10.0, 30.0, 3) == (10.0, 30.0, False)
     assert shown_interval(-5.0, 130.0, 4) == (0.0, 100.0, True)
     assert pd.isna(float("nan")) and shown_interval(float("nan"), 1.0, 5) is None
+
+
+def test_the_gain_over_the_baseline_follows_the_same_rule(tmp_path):
+    """Two paired seeds give no interval for the gain either (it was printed as e.g. [-209, 240])."""
+    values = {"vit": [30.0, 46.0], "ffvt": [51.0, 52.0]}
+    write_runs(tmp_path, [make_record(m, "cotton", s, v) for m, vs in values.items() for s, v in enumerate(vs)])
+    board = leaderboard(runs_frame(tmp_path), baseline="vit")
+    row = board[board["method"] == "ffvt"].iloc[0]
+    assert row["delta_ci_low"] < 0 < row["delta_ci_high"]  # the raw paired t-interval is kept for the CSV ...
+    assert fmt.delta_interval(row) == fmt.TOO_FEW_SEEDS  # ... but not shown
+    ffvt_line = next(line for line in render_markdown(board).splitlines() if line.startswith("| ffvt") and "vs vit" in line)
+    assert "vs vit (too few seeds for an interval)" in ffvt_line and "[" not in ffvt_line
+    wide = {**row.to_dict(), "delta_n": 3, "delta_ci_low": -150.0, "delta_ci_high": 40.0}
+    assert fmt.delta_interval(wide) == "[-100.00, 40.00]" + fmt.CLIPPED

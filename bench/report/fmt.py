@@ -74,6 +74,26 @@ def accuracy_interval(row: Mapping[str, Any], digits: int = 2) -> str:
     return interval(low, high, digits) + (CLIPPED if clipped else "")
 
 
+DELTA_BOUNDS = (-100.0, 100.0)  # a difference of two accuracies in %
+
+
+def delta_interval(row: Mapping[str, Any], digits: int = 2) -> str:
+    """The paired 95% CI of the gain over the baseline, by the accuracy interval's rule: none below
+    three paired seeds, clipped to [-100, 100] and marked ‡ past it."""
+    from bench.report.stats import shown_interval
+
+    low, high = row.get("delta_ci_low"), row.get("delta_ci_high")
+    if is_missing(row.get("delta_mean")):
+        return MISSING
+    if is_missing(low) or is_missing(high):
+        return TOO_FEW_SEEDS
+    shown = shown_interval(float(low), float(high), count(row.get("delta_n")), DELTA_BOUNDS)
+    if shown is None:
+        return TOO_FEW_SEEDS
+    lo, hi, clipped = shown
+    return interval(lo, hi, digits) + (CLIPPED if clipped else "")
+
+
 def span(low: Any, high: Any, digits: int = 2) -> str:
     return MISSING if is_missing(low) or is_missing(high) else f"{num(low, digits)}–{num(high, digits)}"
 

@@ -159,7 +159,7 @@ def _board_row(row: dict[str, Any], runs: pd.DataFrame) -> str:
         _cell(escape(fmt.accuracy_interval(row)), row["top1_ci_low"]),
         _cell(fmt.span(row["top1_min"], row["top1_max"]), row["top1_min"]),
         _cell(fmt.signed(row["delta_mean"]), row["delta_mean"], title=delta_title),
-        _cell(fmt.interval(row["delta_ci_low"], row["delta_ci_high"]), row["delta_ci_low"]),
+        _cell(escape(fmt.delta_interval(row)), row["delta_ci_low"]),
         _cell(fmt.num(row["p_improve"]), row["p_improve"]),
         _cell(escape(fmt.text(row["verdict"])), fmt.text(row["verdict"]), "text"),
         _cell(paper, row["paper_top1"], "paper", paper_title),

@@ -74,8 +74,9 @@ def long_rows(board: pd.DataFrame) -> list[list[str]]:
     for r in board.to_dict("records"):
         delta = fmt.MISSING
         if not fmt.is_missing(r.get("delta_mean")):
-            ci = fmt.interval(r["delta_ci_low"], r["delta_ci_high"])
-            delta = f"{fmt.signed(r['delta_mean'])} {ci} vs {r['baseline']}"
+            ci = fmt.delta_interval(r)
+            delta = (f"{fmt.signed(r['delta_mean'])} vs {r['baseline']} ({ci})" if ci == fmt.TOO_FEW_SEEDS
+                     else f"{fmt.signed(r['delta_mean'])} {ci} vs {r['baseline']}")
         speed = fmt.num(r["train_sps_median"], 1)
         if not fmt.is_missing(r["train_sps_p90"]):
             speed += f" ({fmt.num(r['train_sps_p90'], 1)})" + (" noisy" if r["train_sps_noisy"] else "")

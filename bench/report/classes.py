@@ -54,43 +54,43 @@ def _name(names, index: int) -> str:
     return str(names[index]) if isinstance(names, list) and 0 <= index < len(names) else f"class {index}"
 
 
-def class_frame(results_dir: Path) -> pd.DataFrame:
-    """One row per class of every ok record that kept per-class figures."""
+def _class_blocks(results_dir: Path):
+    """(shared row fields, per-class block) of every ok record that kept per-class figures."""
     results_dir = Path(results_dir)
-    rows = []
     for path, record in records.iter_records(results_dir):
         block = _classes(record)
-        if block is None:
-            continue
-        common = _common(record, path.relative_to(results_dir).as_posix())
-        for index, (n, top1) in enumerate(zip(block["n"], block["top1"])):
-            rows.append({**common, "class": index, "name": _name(block.get("names"), index), "n": n, "top1": top1})
-    frame = pd.DataFrame(rows, columns=CLASS_COLUMNS)
-    for column in ("seed", "class", "n", "top1"):
+        if block is not None:
+            yield _common(record, path.relative_to(results_dir).as_posix()), block
+
+
+def _numeric_frame(rows: list[dict], columns: list[str], numeric: tuple[str, ...], order: list[str]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=columns)
+    for column in numeric:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
-    return frame.sort_values(["dataset", "method_label", "seed", "record", "class"], kind="stable").reset_index(drop=True)
+    return frame.sort_values(order, kind="stable").reset_index(drop=True)
+
+
+def class_frame(results_dir: Path) -> pd.DataFrame:
+    """One row per class of every ok record that kept per-class figures."""
+    rows = [{**common, "class": index, "name": _name(block.get("names"), index), "n": n, "top1": top1}
+            for common, block in _class_blocks(results_dir)
+            for index, (n, top1) in enumerate(zip(block["n"], block["top1"]))]
+    return _numeric_frame(rows, CLASS_COLUMNS, ("seed", "class", "n", "top1"),
+                          ["dataset", "method_label", "seed", "record", "class"])
 
 
 def confusion_frame(results_dir: Path) -> pd.DataFrame:
     """One row per recorded (true → predicted) pair of every ok record."""
-    results_dir = Path(results_dir)
     rows = []
-    for path, record in records.iter_records(results_dir):
-        block = _classes(record)
-        if block is None:
-            continue
-        common = _common(record, path.relative_to(results_dir).as_posix())
+    for common, block in _class_blocks(results_dir):
         for pair in block.get("confusions") or []:
             if not isinstance(pair, dict):
                 continue
             t, p = int(pair["true"]), int(pair["pred"])
             rows.append({**common, "true": t, "pred": p, "true_name": _name(block.get("names"), t),
                          "pred_name": _name(block.get("names"), p), "count": pair["count"]})
-    frame = pd.DataFrame(rows, columns=CONFUSION_COLUMNS)
-    for column in ("seed", "true", "pred", "count"):
-        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
-    return frame.sort_values(["dataset", "method_label", "seed", "record", "true", "pred"], kind="stable") \
-        .reset_index(drop=True)
+    return _numeric_frame(rows, CONFUSION_COLUMNS, ("seed", "true", "pred", "count"),
+                          ["dataset", "method_label", "seed", "record", "true", "pred"])
 
 
 def _with_protocol(frame: pd.DataFrame) -> pd.DataFrame:

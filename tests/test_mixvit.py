@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from bench.errors import UsageError
 from bench.matrix import MatrixSpec, build_cells
 from bench.recipe import Recipe
+from cuda_sync import assert_second_step_does_not_sync, needs_cuda
 from methods import get_method, mixvit
 from methods.attention import LayerQK, reference, set_attention_mode
 from methods.backbone import BackboneConfig, embed_tokens
@@ -459,7 +460,7 @@ def test_card_recipes_are_the_scripts(dataset, expected):
         assert cell.recipe.optimizer == "sgd" and cell.recipe.clip_grad == 1.0 and cell.recipe.lr_step_offset == 0
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (host-device syncs exist only there)")
+@needs_cuda
 @pytest.mark.parametrize("name", ["mixvit", "mixvit_parts"])
 def test_training_forward_does_not_sync_host_and_device(name):
     adapter = get_method(name)
@@ -467,9 +468,4 @@ def test_training_forward_does_not_sync_host_and_device(name):
                                      adapter.resolve_options(None))
     model = adapter.create(5, cfg, adapter.resolve_options(None), Recipe()).cuda().train()
     x, y = torch.randn(4, 3, 40, 40, device="cuda"), torch.tensor([0, 1, 2, 3], device="cuda")
-    model(x, y)  # first step: cached priors, pinned-memory pool
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        model(x, y)
-    finally:
-        torch.cuda.set_sync_debug_mode(0)
+    assert_second_step_does_not_sync(lambda: model(x, y))

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from bench.errors import UsageError
 from bench.matrix import MatrixSpec, build_cells
 from bench.recipe import Recipe
+from cuda_sync import assert_second_step_does_not_sync, needs_cuda
 from google_layout import vit_arrays, write_npz
 from methods import get_method, parse_method_spec
 from methods.attention import set_attention_mode
@@ -214,16 +215,11 @@ def test_bad_option_is_one_line_and_exit_2(fast_run_args, capsys):
     assert len(lines) == 1 and "eval_logits must be one of global, local, sum" in lines[0], lines
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (host-device syncs exist only there)")
+@needs_cuda
 @pytest.mark.parametrize("variant", [None, "paper"])
 def test_training_forward_does_not_sync_host_and_device(variant):
     """The fused DPPM (rollout, labelling with its convergence check, boxes) and the crop stay on
     the device: no pageable copy, no `.item()`, no stream synchronisation in a training forward."""
     model = peaky(build(variant)).cuda().train()
     x, y = images().cuda(), torch.arange(6, device="cuda") % CLASSES
-    model(x, y)  # first step: kernel selection, pinned-memory pool
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        model(x, y)
-    finally:
-        torch.cuda.set_sync_debug_mode(0)
+    assert_second_step_does_not_sync(lambda: model(x, y))
